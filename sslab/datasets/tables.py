@@ -202,7 +202,7 @@ def _coerce(series: pd.Series, ctype: str, where: str) -> pd.Series:
             if s in _BOOL_FALSE or s in ("0", "0.0"):
                 return "false"
             raise TableError(f"{where}: declared boolean but has value {v!r}")
-        return series.map(to_bool).astype(object)
+        return pd.Series([to_bool(v) for v in series.tolist()], dtype=object, index=series.index)
     return series.astype(object)
 
 
@@ -246,7 +246,8 @@ def table_from_frame(
     frame = frame.drop(columns=list(drop))
     frame = _clean(frame, missing)
     for col, mapping in (value_maps or {}).items():
-        frame[col] = frame[col].map(lambda v, m=mapping: m.get(v, v) if v is not None else None)
+        frame[col] = pd.Series([None if v is None else mapping.get(v, v) for v in frame[col].tolist()],
+                               dtype=object, index=frame.index)
 
     target_series = None
     if target is not None:

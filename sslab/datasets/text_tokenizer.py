@@ -49,7 +49,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, min_frequency:
                     lowercase: bool = True):  # -> PreTrainedTokenizerFast
     """Train a BERT-style WordPiece tokenizer (Wu et al. 2016) on ``texts``.
 
-    Deterministic for a given corpus. Umlauts are kept (``strip_accents=False``): PTB-XL reports
+    Not bit-reproducible: HF ``tokenizers`` breaks frequency ties in hash order, so two trainings
+    on one corpus can differ in a few rare merges. A run therefore saves its ``tokenizer.json`` and
+    everything after (probes, averaging) reuses that file. Umlauts are kept (``strip_accents=False``): PTB-XL reports
     are German. The vocabulary may come out smaller than ``vocab_size`` on a small corpus.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -110,7 +112,8 @@ def corpus_fingerprint(texts: Sequence[str], vocab_size: int, lowercase: bool) -
 
 def cached_tokenizer(texts: Sequence[str], vocab_size: int, cache_dir: Optional[Union[str, Path]] = None,
                      lowercase: bool = True):  # type: ignore[no-untyped-def]
-    """Train (or reuse from ``cache_dir``) the tokenizer for exactly this corpus and settings."""
+    """Train the tokenizer for exactly this corpus and settings, or reuse the one cached in
+    ``cache_dir`` under the corpus fingerprint (which also makes reruns use identical ids)."""
     if cache_dir is None:
         return train_tokenizer(texts, vocab_size=vocab_size, lowercase=lowercase)
     path = Path(cache_dir) / f"tokenizer-{corpus_fingerprint(texts, vocab_size, lowercase)}.json"

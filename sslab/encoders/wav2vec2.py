@@ -158,13 +158,15 @@ class Wav2Vec2Encoder(nn.Module):
             return inputs["input_values"], inputs.get("attention_mask")
         return inputs, None
 
-    def forward(self, inputs: Union[torch.Tensor, Mapping[str, Any]], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Tokens ``[B, N, D]`` of layer ``self.layer``. ``inputs``: waveforms ``[B, T]`` or a batch
-        dict with ``input_values`` and optional ``attention_mask``; ``mask`` (optional, ``[B, N]``
-        bool) replaces frames by the mask embedding."""
+    def tokens(self, inputs: Union[torch.Tensor, Mapping[str, Any]], layer: Optional[int] = None,
+               mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Tokens ``[B, N, D]`` of ``layer`` (default ``self.layer``); see :meth:`forward`."""
         x, attention_mask = self._unpack(inputs)
         if x.dim() != 2:
             raise ValueError(f"wav2vec2: expected waveforms [B, T], got shape {tuple(x.shape)}")
+        layer = self.layer if layer is None else layer
+        if layer < -1 or layer > self.model.config.num_hidden_layers:
+            raise ValueError(f"wav2vec2: layer must be in [-1, {self.model.config.num_hidden_layers}], got {layer}")
         w2v = self.model.wav2vec2
         conv = w2v.feature_extractor(x).transpose(1, 2)
         B, N, _ = conv.shape
@@ -172,8 +174,13 @@ class Wav2Vec2Encoder(nn.Module):
         hidden, _ = w2v.feature_projection(conv)
         if mask is not None:
             hidden = torch.where(mask.bool().unsqueeze(-1), w2v.masked_spec_embed.to(hidden.dtype), hidden)
-        want = None if self.layer == -1 else self.layer
-        return self._hidden_layers(hidden, frame_mask, want)["layer_state"]
+        return self._hidden_layers(hidden, frame_mask, None if layer == -1 else layer)["layer_state"]
+
+    def forward(self, inputs: Union[torch.Tensor, Mapping[str, Any]], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Tokens ``[B, N, D]`` of layer ``self.layer``. ``inputs``: waveforms ``[B, T]`` or a batch
+        dict with ``input_values`` and optional ``attention_mask``; ``mask`` (optional, ``[B, N]``
+        bool) replaces frames by the mask embedding."""
+        return self.tokens(inputs, None, mask)
 
     def pool(self, tokens: torch.Tensor, frame_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Utterance embedding: mean of ``tokens`` over real frames (all frames when no mask)."""
@@ -182,12 +189,19 @@ class Wav2Vec2Encoder(nn.Module):
         w = frame_mask.to(tokens.dtype).unsqueeze(-1)
         return (tokens * w).sum(1) / w.sum(1).clamp(min=1.0)
 
-    def embed(self, inputs: Union[torch.Tensor, Mapping[str, Any]]) -> torch.Tensor:
-        """``pool(forward(inputs))`` with the padding mask applied: ``[B, D]``."""
+    def embed(self, inputs: Union[torch.Tensor, Mapping[str, Any]], layer: Optional[int] = None,
+              level: str = "utterance") -> torch.Tensor:
+        """``[B, D]`` features of ``layer``: ``level="utterance"`` = mean over real frames;
+        ``level="frame"`` = the centre real frame of each utterance (no pooling)."""
         x, attention_mask = self._unpack(inputs)
-        tokens = self.forward(inputs)
+        tokens = self.tokens(inputs, layer)
         fm = self.frame_mask(attention_mask, tokens.shape[1], tokens.shape[0], tokens.device)
-        return self.pool(tokens, fm)
+        if level == "utterance":
+            return self.pool(tokens, fm)
+        if level == "frame":
+            centre = (fm.sum(-1) - 1).clamp(min=0) // 2
+            return tokens[torch.arange(tokens.shape[0], device=tokens.device), centre]
+        raise ValueError(f"embedding level must be 'utterance' or 'frame', got {level!r}")
 
     # -- HF export
     def save_pretrained(self, out_dir: Union[str, Path]) -> Path:

@@ -1,0 +1,1 @@
+"""Built-in experiment files (the demo)."""

@@ -1,0 +1,1 @@
+"""The shared trainer core: registry, config, trainer, distributed, checkpoints, schedules, EMA, metrics."""

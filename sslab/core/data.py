@@ -1,0 +1,141 @@
+"""Deterministic, resumable data order and randomness.
+
+The sampler yields, for each rank, its shard of a per-epoch permutation, starting from any position.
+Every sample carries a seed derived from (seed, epoch, global position) and every batch a seed from
+(seed, epoch, rank, batch index); :class:`SeededDataset` and :class:`SeededCollate` seed torch, numpy
+and ``random`` with them around ``dataset[i]`` and ``collate_fn(samples)``. Crops, augmentations and
+masks are therefore the same whatever the number of workers, and a resumed run sees exactly the data
+and masks the uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler, default_collate
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def mix_seed(*parts: int) -> int:
+    """Combine integers into one 63-bit seed (splitmix64-style, stable across processes)."""
+    h = 0x2545F4914F6CDD1D
+    for p in parts:
+        h ^= (int(p) + _MIX + (h << 6) + (h >> 2)) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class seeded_rng:
+    """Context manager: seed torch (CPU), numpy and ``random`` with ``seed``; restore afterwards."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        self._torch = torch.get_rng_state()
+        self._np = np.random.get_state()
+        self._py = random.getstate()
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed % (2**32))
+        random.seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.set_rng_state(self._torch)
+        np.random.set_state(self._np)
+        random.setstate(self._py)
+
+
+Key = Tuple[int, int, int]  # (dataset index, sample seed, batch seed)
+
+
+class ResumableBatchSampler(Sampler[List[Key]]):
+    """Batches of ``(index, sample_seed, batch_seed)`` for one rank, resumable at any batch.
+
+    Global order: ``randperm(n)`` seeded by (seed, epoch). Rank ``r`` of ``w`` takes positions
+    ``r, r + w, r + 2w, ...`` so that one step of ``w`` ranks with batch ``b`` covers exactly the
+    positions one process with batch ``w * b`` would cover. Incomplete last batches are dropped
+    (the same number of steps on every rank).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if n <= 0:
+            raise ValueError("the training dataset is empty")
+        if batch_size * world_size > n:
+            raise ValueError(
+                f"the training dataset has {n} samples, fewer than one global batch "
+                f"({batch_size} x {world_size} ranks); lower train.batch_size"
+            )
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.start_batch = 0
+
+    def __len__(self) -> int:
+        return (self.n // self.world_size) // self.batch_size - self.start_batch
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return (self.n // self.world_size) // self.batch_size
+
+    def set_position(self, epoch: int, batch: int) -> None:
+        self.epoch, self.start_batch = epoch, batch
+
+    def __iter__(self) -> Iterator[List[Key]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        per_rank = self.n // self.world_size
+        positions = list(range(self.rank, per_rank * self.world_size, self.world_size))
+        for b in range(self.start_batch, self.batches_per_epoch):
+            batch_seed = mix_seed(self.seed, self.epoch, self.rank, b, 1)
+            chunk = positions[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(order[p], mix_seed(self.seed, self.epoch, p, 2), batch_seed) for p in chunk]
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so ``ds[(i, sample_seed, batch_seed)]`` runs ``base[i]`` under ``sample_seed``."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Key) -> Tuple[Any, int]:
+        index, sample_seed, batch_seed = key
+        with seeded_rng(sample_seed):
+            return self.base[index], batch_seed
+
+
+class SeededCollate:
+    """Runs the user collate function under the batch seed carried by the samples."""
+
+    def __init__(self, collate_fn: Optional[Callable[[Sequence[Any]], Any]]) -> None:
+        self.collate_fn = collate_fn or default_collate
+
+    def __call__(self, items: Sequence[Tuple[Any, int]]) -> Any:
+        samples = [s for s, _ in items]
+        with seeded_rng(items[0][1]):
+            return self.collate_fn(samples)
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    """Recursively move tensors (and objects with ``.to``, e.g. PyG batches) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    if hasattr(batch, "to") and callable(batch.to):
+        return batch.to(device)
+    return batch

@@ -1,0 +1,1 @@
+"""sslab.encoders: modules here register themselves; `sslab.core.plugins.load_all()` imports them all."""

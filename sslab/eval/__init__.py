@@ -1,0 +1,1 @@
+"""sslab.eval: modules here register themselves; `sslab.core.plugins.load_all()` imports them all."""

@@ -1,0 +1,1 @@
+"""sslab.modalities: modules here register themselves; `sslab.core.plugins.load_all()` imports them all."""

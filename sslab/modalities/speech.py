@@ -1,0 +1,238 @@
+"""Speech modality plugin: wav2vec 2.0 (continued) pretraining and speaker / language ID probes.
+
+``data:`` section (:class:`SpeechDataConfig`)::
+
+    source: auto          auto = the shared clips (<shared_data>/speech/transcripts.tsv) when present,
+                          else generated audio | shared | folder | manifest | synthetic
+    path: null            audio folder (source: folder) or TSV/CSV manifest (source: manifest)
+    max_seconds: 4.0      random crop of long clips;  min_seconds: 0.5 shorter clips are bad input
+    on_bad: error         error | skip (counted, listed in the log)
+    collate: pad          pad (+ attention mask) | min (crop the batch to its shortest clip, fairseq)
+    language_alpha: null  e.g. 0.7: multilingual temperature re-sampling (IndicWav2Vec)
+    probe_tasks: [speaker, language]   language ID is dropped when a language has < 2 utterances
+    probe_seconds: 2.0    probe items are non-overlapping chunks; the train/test split is by utterance
+    probe_layer: null     hidden layer to embed (null: the encoder's ``layer``); probe_level utterance|frame
+
+The HF checkpoint folder (``Wav2Vec2ForCTC.from_pretrained``-loadable) is written to ``<run>/hf`` at
+the last step; ``export_hf(run_dir)`` rebuilds it from the sslab export at any time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from sslab.core.config import ConfigError, from_dict
+from sslab.core.modality import Modality, ProbeTask
+from sslab.core.registry import MODALITIES
+from sslab.datasets.audio import AudioCollator, AudioDataset, normalize_waveform, read_manifest, scan_folder
+from sslab.datasets.audio_sampling import TemperatureResampledDataset
+from sslab.datasets.audio_synthetic import SyntheticSpeechDataset
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("auto", "shared", "folder", "manifest", "synthetic")
+
+
+@dataclass
+class SpeechDataConfig:
+    source: str = "auto"
+    path: Optional[str] = None
+    shared_data: str = "../shared/data"
+    sample_rate: int = 16000
+    max_seconds: float = 4.0
+    min_seconds: float = 0.5
+    on_bad: str = "error"
+    validate: str = "full"
+    cache: bool = True
+    collate: str = "pad"
+    language_alpha: Optional[float] = None
+    epoch_size: Optional[int] = None
+    synthetic: Dict[str, Any] = field(default_factory=lambda: {
+        "num_speakers": 6, "utts_per_speaker": 6, "min_seconds": 2.0, "max_seconds": 4.0})
+    probe_tasks: List[str] = field(default_factory=lambda: ["speaker", "language"])
+    probe_seconds: float = 2.0
+    probe_test_fraction: float = 0.34
+    probe_layer: Optional[int] = None
+    probe_level: str = "utterance"
+
+
+def _spec_conv(spec: Dict[str, Any]) -> Tuple[List[int], List[int]]:
+    """(conv_kernel, conv_stride) of an encoder spec without building the model."""
+    if spec.get("name") != "wav2vec2":
+        raise ConfigError(f"speech modality needs encoder.name: wav2vec2, got {spec.get('name')!r}")
+    cfg: Dict[str, Any] = {}
+    if spec.get("pretrained"):
+        cfg_file = Path(spec["pretrained"]).expanduser() / "config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"encoder.pretrained: {cfg_file.parent} is not a local HF model folder (no config.json)")
+        cfg = json.loads(cfg_file.read_text())
+    elif spec.get("config") is not None:
+        cfg = dict(spec["config"])
+    cfg.update(spec.get("config_overrides") or {})
+    from transformers import Wav2Vec2Config
+
+    full = Wav2Vec2Config(**{k: v for k, v in cfg.items() if k in ("conv_kernel", "conv_stride")})
+    return list(full.conv_kernel), list(full.conv_stride)
+
+
+class ProbeChunks(Dataset):
+    """Probe items ``({"input_values": [T]}, class index)``: fixed chunks of whole utterances."""
+
+    def __init__(self, chunks: List[Tuple[Callable[[], torch.Tensor], int, int]], labels: List[int]) -> None:
+        self.chunks, self.labels = chunks, labels
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> Tuple[Dict[str, torch.Tensor], int]:
+        get_wave, start, stop = self.chunks[i]
+        return {"input_values": normalize_waveform(get_wave()[start:stop])}, self.labels[i]
+
+
+def collate_probe(items: Sequence[Tuple[Dict[str, torch.Tensor], int]]) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    batch = AudioCollator("pad")([{"input_values": x["input_values"], "index": i} for i, (x, _) in enumerate(items)])
+    return ({"input_values": batch["input_values"], "attention_mask": batch["attention_mask"]},
+            torch.tensor([y for _, y in items], dtype=torch.long))
+
+
+@MODALITIES.register("speech")
+class SpeechModality(Modality):
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.data: SpeechDataConfig = from_dict(SpeechDataConfig, cfg.data, path="data")
+        d = self.data
+        if d.source not in SOURCES:
+            raise ConfigError(f"data.source: expected one of {list(SOURCES)}, got {d.source!r}")
+        if d.source in ("folder", "manifest") and not d.path:
+            raise ConfigError(f"data.path is required for data.source: {d.source}")
+        if d.probe_level not in ("utterance", "frame"):
+            raise ConfigError(f"data.probe_level: expected utterance or frame, got {d.probe_level!r}")
+        bad = [t for t in d.probe_tasks if t not in ("speaker", "language")]
+        if bad:
+            raise ConfigError(f"data.probe_tasks: unknown task {bad[0]!r}; choose from speaker, language")
+        self._corpus: Optional[Dataset] = None
+
+    # ------------------------------------------------------------------ corpus
+    @property
+    def resolved_source(self) -> str:
+        """The source actually used (``auto`` resolved)."""
+        if self.data.source != "auto":
+            return self.data.source
+        return "shared" if (Path(self.data.shared_data) / "speech" / "transcripts.tsv").is_file() else "synthetic"
+
+    def corpus(self) -> Dataset:
+        """The utterance dataset (``AudioDataset`` or ``SyntheticSpeechDataset``), built once."""
+        if self._corpus is None:
+            d, src = self.data, self.resolved_source
+            if src == "synthetic":
+                log.info("speech data: generated audio (SyntheticSpeechDataset %s)", d.synthetic)
+                self._corpus = SyntheticSpeechDataset(**d.synthetic, seed=self.cfg.seed, sample_rate=d.sample_rate)
+            else:
+                if src == "shared":
+                    items = read_manifest(Path(d.shared_data) / "speech" / "transcripts.tsv")
+                elif src == "manifest":
+                    items = read_manifest(d.path)  # type: ignore[arg-type]
+                else:
+                    items = scan_folder(d.path)  # type: ignore[arg-type]
+                log.info("speech data: %d clips from %s", len(items), src)
+                self._corpus = AudioDataset(items, sample_rate=d.sample_rate, max_seconds=d.max_seconds,
+                                            min_seconds=d.min_seconds, on_bad=d.on_bad, validate=d.validate,
+                                            cache=d.cache, progress=len(items) > 200)
+        return self._corpus
+
+    def _labels(self, key: str) -> List[Optional[str]]:
+        ds = self.corpus()
+        if isinstance(ds, SyntheticSpeechDataset):
+            return [ds.label(i)[key] for i in range(len(ds))]
+        return [getattr(it, key) for it in ds.items]  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ pretraining
+    def pretrain_data(self) -> Tuple[Dataset, Optional[Callable[[Sequence[Any]], Any]]]:
+        from sslab.objectives.wav2vec2 import Wav2Vec2MaskingCollator
+
+        ds = self.corpus()
+        d = self.data
+        if d.language_alpha is not None:
+            ds = TemperatureResampledDataset(ds, self._labels("language"), self.corpus().durations,  # type: ignore[attr-defined]
+                                             alpha=d.language_alpha, num_samples=d.epoch_size, seed=self.cfg.seed)
+        obj = {k: v for k, v in self.cfg.objective.items() if k != "name"}
+        kernel, stride = _spec_conv(self.cfg.encoder)
+        collate = Wav2Vec2MaskingCollator(
+            AudioCollator(d.collate), kernel, stride, mask_prob=obj.get("mask_prob", 0.65),
+            mask_length=obj.get("mask_length", 10), min_masks=obj.get("min_masks", 2),
+            num_negatives=obj.get("num_negatives", 100))
+        return ds, collate
+
+    def build_objective(self, encoder: nn.Module) -> nn.Module:
+        objective = super().build_objective(encoder)
+        if hasattr(objective, "hf_export_dir"):
+            objective.hf_export_dir = str(self.cfg.run_dir / "hf")
+        return objective
+
+    # ------------------------------------------------------------------ probes
+    def probe_tasks(self) -> List[ProbeTask]:
+        tasks = []
+        for key in self.data.probe_tasks:
+            task = self._chunk_task(key)
+            if task is not None:
+                tasks.append(task)
+        return tasks
+
+    def _chunk_task(self, key: str) -> Optional[ProbeTask]:
+        """Utterances of classes with >= 2 utterances, split by utterance (stratified), cut into chunks."""
+        ds = self.corpus()
+        labels = self._labels(key)
+        by_class: Dict[str, List[int]] = defaultdict(list)
+        for i, lab in enumerate(labels):
+            if lab is not None and not str(lab).startswith("unknown"):
+                by_class[str(lab)].append(i)
+        dropped = {c: len(v) for c, v in by_class.items() if len(v) < 2}
+        classes = sorted(c for c, v in by_class.items() if len(v) >= 2)
+        if dropped:
+            log.warning("speech probe %s: dropped classes with < 2 utterances: %s", key, dropped)
+        if len(classes) < 2:
+            log.warning("speech probe %s: fewer than 2 classes with >= 2 utterances; task skipped", key)
+            return None
+        rng = np.random.default_rng(self.cfg.seed)
+        n = int(round(self.data.probe_seconds * self.data.sample_rate))
+        splits: Dict[str, Tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+        for ci, c in enumerate(classes):
+            utts = rng.permutation(by_class[c]).tolist()
+            n_test = max(1, int(round(self.data.probe_test_fraction * len(utts))))
+            for rank, u in enumerate(utts):
+                split = "test" if rank < n_test else "train"
+                wave_len = int(round(ds.durations[u] * self.data.sample_rate))  # type: ignore[attr-defined]
+                starts = list(range(0, max(wave_len - n, 0) + 1, n)) if wave_len >= n else [0]
+                for s in starts:
+                    splits[split][0].append((self._wave_getter(u), s, s + n))
+                    splits[split][1].append(ci)
+        return ProbeTask(name=f"{key}_id", task="multiclass", train=ProbeChunks(*splits["train"]),
+                         test=ProbeChunks(*splits["test"]), collate_fn=collate_probe, class_names=classes)
+
+    def _wave_getter(self, index: int) -> Callable[[], torch.Tensor]:
+        ds = self.corpus()
+        return lambda: ds.waveform(index)  # type: ignore[attr-defined]
+
+    def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
+        """Mean of layer ``probe_layer`` over real frames (``probe_level: frame``: the centre frame)."""
+        return encoder.embed(inputs, layer=self.data.probe_layer, level=self.data.probe_level)  # type: ignore[operator]
+
+
+def export_hf(run_or_encoder: Union[str, Path], out_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Rebuild the HF ``Wav2Vec2ForPreTraining`` folder from an sslab export (run dir or encoder dir)."""
+    from sslab.core.export import load_encoder
+
+    encoder = load_encoder(run_or_encoder)
+    if not hasattr(encoder, "save_pretrained"):
+        raise TypeError(f"{run_or_encoder}: not a wav2vec2 encoder export")
+    target = Path(out_dir) if out_dir is not None else Path(run_or_encoder) / "hf"
+    return encoder.save_pretrained(target)  # type: ignore[operator]

@@ -1,0 +1,204 @@
+"""Text modality plugin: corpora -> WordPiece tokenizer -> token datasets; the collator is chosen by
+the objective (every text objective exposes ``collator(tokenizer, **objective_kwargs)``).
+
+``data:`` section (:class:`TextDataConfig`)::
+
+    sources: [ptbxl, pydoc, path/to/folder, {path: x.jsonl, metadata_field: url, score_field: q}]
+    shared_data: ../shared/data        where ecg/ptbxl lives (for source/probe "ptbxl")
+    vocab_size: 2000                   tokenizer (trained on the pretraining corpus; saved in the run)
+    max_len: 64                        tokens per document / packed block
+    pack: false                        pack documents into max_len blocks (not for meco/conditional)
+    probe: ptbxl                       ptbxl (report -> diagnostic superclass) | none | a CSV path
+    probe_test_folds: [6, 7]           PTB-XL strat_fold values held out for the probe test split
+
+The probe on PTB-XL reports predicts the diagnostic superclass (NORM/MI/STTC/CD/HYP, highest SCP
+likelihood) from the free-text report; a CSV probe needs ``text`` and ``label`` columns (names
+configurable) and optionally a ``split`` column (train/test), else a stratified random split.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from sslab.core.config import ConfigError, from_dict
+from sslab.core.export import build_encoder
+from sslab.core.modality import Modality, ProbeTask
+from sslab.core.registry import MODALITIES, OBJECTIVES
+from sslab.datasets.text import CorpusError, TextDocument, load_documents, ptbxl_fold, ptbxl_reports
+from sslab.datasets.text_packing import DocumentDataset, PackedDataset, pad_ids
+from sslab.datasets.text_tokenizer import PAD_ID, cached_tokenizer, load_tokenizer, save_tokenizer
+
+PER_DOCUMENT_OBJECTIVES = ("meco", "conditional")
+
+
+@dataclass
+class TextDataConfig:
+    sources: List[Any] = field(default_factory=lambda: ["ptbxl"])
+    shared_data: str = "../shared/data"
+    vocab_size: int = 2000
+    lowercase: bool = True
+    max_len: int = 64
+    pack: bool = False
+    tokenizer_cache: str = ".cache/text_tokenizers"
+    probe: str = "ptbxl"
+    probe_text_column: str = "text"
+    probe_label_column: str = "label"
+    probe_test_folds: List[int] = field(default_factory=lambda: [6, 7])
+    probe_test_fraction: float = 0.25
+
+
+class LabeledTexts(Dataset):
+    """Probe items ``({"input_ids": [...]}, class index)``."""
+
+    def __init__(self, ids: List[List[int]], labels: List[int]) -> None:
+        if len(ids) != len(labels):
+            raise ValueError("texts and labels differ in length")
+        self.ids, self.labels = ids, labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> Tuple[Dict[str, List[int]], int]:
+        return {"input_ids": self.ids[i]}, self.labels[i]
+
+
+def collate_labeled(items: Sequence[Tuple[Dict[str, List[int]], int]]) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    batch = pad_ids([it[0]["input_ids"] for it in items], PAD_ID)
+    return batch, torch.tensor([it[1] for it in items], dtype=torch.long)
+
+
+def _encoder_spec_base(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """The text_transformer part of a (possibly ``adapted``) encoder spec."""
+    return spec["base"] if spec.get("name") == "adapted" and isinstance(spec.get("base"), dict) else spec
+
+
+@MODALITIES.register("text")
+class TextModality(Modality):
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.data: TextDataConfig = from_dict(TextDataConfig, cfg.data, path="data")
+        self._tokenizer: Any = None
+        self._docs: Optional[List[TextDocument]] = None
+
+    # ------------------------------------------------------------------ corpus + tokenizer
+    def documents(self) -> List[TextDocument]:
+        if self._docs is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the one blank PTB-XL report is counted, not an error
+                self._docs = load_documents(self.data.sources, shared_data=self.data.shared_data)
+        return self._docs
+
+    def tokenizer(self) -> Any:
+        """The run's tokenizer: ``<run>/tokenizer.json`` if present, else trained on the corpus."""
+        if self._tokenizer is None:
+            saved = self.cfg.run_dir / "tokenizer.json"
+            if saved.is_file():
+                self._tokenizer = load_tokenizer(saved)
+            else:
+                texts = [d.text for d in self.documents()]
+                cache = self.data.tokenizer_cache or None
+                self._tokenizer = cached_tokenizer(texts, self.data.vocab_size, cache, self.data.lowercase)
+        return self._tokenizer
+
+    # ------------------------------------------------------------------ plugin API
+    def pretrain_data(self) -> Tuple[Dataset, Optional[Callable[[Sequence[Any]], Any]]]:
+        tok = self.tokenizer()
+        save_tokenizer(tok, self.cfg.run_dir / "tokenizer.json")
+        obj = dict(self.cfg.objective)
+        name = obj.pop("name", None)
+        if name is None:
+            raise ConfigError(f"objective section needs a 'name' (one of: {', '.join(OBJECTIVES.names())})")
+        builder = getattr(OBJECTIVES.get(name), "collator", None)
+        if builder is None:
+            raise ConfigError(f"objective {name!r} is not a text objective (it has no collator); "
+                              "text objectives: mlm, clm, electra, rts, slm, ul2, meco, conditional, self_distill")
+        enc_max = int(_encoder_spec_base(self.cfg.encoder).get("max_len", 512))
+        obj.setdefault("max_len", min(enc_max, max(self.data.max_len * 2, self.data.max_len + 16)))
+        collate = builder(tok, **obj)
+        docs = self.documents()
+        if name in PER_DOCUMENT_OBJECTIVES or not self.data.pack:
+            dataset: Dataset = DocumentDataset(docs, tok, self.data.max_len)
+        else:
+            dataset = PackedDataset(docs, tok, self.data.max_len)
+        return dataset, collate
+
+    def build_encoder(self) -> nn.Module:
+        spec = dict(self.cfg.encoder)
+        if spec.get("name") == "adapted":
+            spec["base"] = dict(spec.get("base", {}))
+        base = _encoder_spec_base(spec)
+        n_vocab = len(self.tokenizer())
+        if "vocab_size" not in base:
+            base["vocab_size"] = n_vocab
+        elif int(base["vocab_size"]) < n_vocab:
+            raise ConfigError(f"encoder.vocab_size={base['vocab_size']} is smaller than the tokenizer's {n_vocab} tokens")
+        return build_encoder(spec)
+
+    def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
+        return encoder.pool(encoder(inputs), inputs["attention_mask"])
+
+    def probe_tasks(self) -> List[ProbeTask]:
+        if self.data.probe == "none":
+            return []
+        tok = self.tokenizer()
+
+        def enc(text: str) -> List[int]:
+            ids = tok(text)["input_ids"]
+            return ids[: self.data.max_len - 1] + [ids[-1]] if len(ids) > self.data.max_len else ids
+
+        if self.data.probe == "ptbxl":
+            return [self._ptbxl_task(enc)]
+        return [self._csv_task(Path(self.data.probe), enc)]
+
+    def _ptbxl_task(self, enc: Callable[[str], List[int]]) -> ProbeTask:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            docs = [d for d in ptbxl_reports(Path(self.data.shared_data) / "ecg" / "ptbxl") if d.label is not None]
+        test_folds = set(self.data.probe_test_folds)
+        classes = sorted({d.label for d in docs})  # type: ignore[type-var]
+        idx = {c: i for i, c in enumerate(classes)}
+        split = {True: ([], []), False: ([], [])}  # type: Dict[bool, Tuple[List[List[int]], List[int]]]
+        for d in docs:
+            ids, ys = split[ptbxl_fold(d) in test_folds]
+            ids.append(enc(d.text))
+            ys.append(idx[d.label])  # type: ignore[index]
+        if not split[True][0] or not split[False][0]:
+            raise ConfigError(f"data.probe_test_folds={sorted(test_folds)} leaves an empty train or test split")
+        return ProbeTask("ptbxl_report_superclass", "multiclass", LabeledTexts(*split[False]),
+                         LabeledTexts(*split[True]), collate_fn=collate_labeled, class_names=classes)
+
+    def _csv_task(self, path: Path, enc: Callable[[str], List[int]]) -> ProbeTask:
+        import pandas as pd
+        from sklearn.model_selection import train_test_split
+
+        if not path.is_file():
+            raise CorpusError(f"{path}: probe CSV not found (data.probe)")
+        df = pd.read_csv(path)
+        tc, lc = self.data.probe_text_column, self.data.probe_label_column
+        missing = [c for c in (tc, lc) if c not in df.columns]
+        if missing:
+            raise CorpusError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
+        bad = df[df[tc].isna() | df[lc].isna()]
+        if len(bad):
+            raise CorpusError(f"{path}: {len(bad)} row(s) with empty text or label (first row index {bad.index[0]})")
+        classes = sorted(df[lc].astype(str).unique())
+        idx = {c: i for i, c in enumerate(classes)}
+        y = [idx[str(v)] for v in df[lc]]
+        ids = [enc(str(t)) for t in df[tc]]
+        if "split" in df.columns:
+            is_test = (df["split"].astype(str) == "test").tolist()
+            tr = [i for i, t in enumerate(is_test) if not t]
+            te = [i for i, t in enumerate(is_test) if t]
+        else:
+            strat = y if min(pd.Series(y).value_counts()) >= 2 else None
+            tr, te = train_test_split(list(range(len(y))), test_size=self.data.probe_test_fraction,
+                                      random_state=self.cfg.seed, stratify=strat)
+        return ProbeTask(f"csv:{path.stem}", "multiclass", LabeledTexts([ids[i] for i in tr], [y[i] for i in tr]),
+                         LabeledTexts([ids[i] for i in te], [y[i] for i in te]), collate_fn=collate_labeled,
+                         class_names=classes)

@@ -1,0 +1,53 @@
+"""The ``vector`` modality: fixed-length feature vectors (digits by default), the core's reference plugin."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from sslab.core.config import from_dict
+from sslab.core.modality import Modality, ProbeTask
+from sslab.core.registry import DATASETS, MODALITIES
+from sslab.datasets.vectors import VectorDataset
+from sslab.objectives.masked_feature import MaskedFeatureCollate
+
+
+@dataclass
+class VectorDataConfig:
+    source: str = "digits"  # a DATASETS entry returning (X, y): digits | csv_vectors
+    path: Optional[str] = None
+    label_column: Optional[str] = None
+    mask_ratio: float = 0.5
+    test_fraction: float = 0.3
+    split_seed: int = 0
+
+
+@MODALITIES.register("vector")
+class VectorModality(Modality):
+    """Pretrain on all vectors (labels unused); probe on a fixed stratified train/test split."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.data_cfg = from_dict(VectorDataConfig, cfg.data, path="data")
+        kwargs = {}
+        if self.data_cfg.path is not None:
+            kwargs["path"] = self.data_cfg.path
+        if self.data_cfg.label_column is not None:
+            kwargs["label_column"] = self.data_cfg.label_column
+        self.X, self.y = DATASETS.build(self.data_cfg.source, **kwargs)
+
+    def pretrain_data(self) -> Tuple[Dataset, Optional[Callable[[Sequence[Any]], Any]]]:
+        return VectorDataset(self.X, source=self.data_cfg.source), MaskedFeatureCollate(self.data_cfg.mask_ratio)
+
+    def probe_tasks(self) -> List[ProbeTask]:
+        if self.y is None:
+            return []
+        from sklearn.model_selection import train_test_split
+
+        idx = np.arange(len(self.X))
+        tr, te = train_test_split(idx, test_size=self.data_cfg.test_fraction,
+                                  random_state=self.data_cfg.split_seed, stratify=self.y)
+        mk = lambda ii: VectorDataset(self.X[ii], self.y[ii], with_labels=True, source=self.data_cfg.source)  # noqa: E731
+        return [ProbeTask(self.data_cfg.source, "multiclass", mk(tr), mk(te))]

@@ -1,0 +1,125 @@
+"""Joint-Embedding Predictive Architecture (I-JEPA, Assran et al. 2023; ECG-JEPA, Weimann & Conrad 2024).
+
+Modality-agnostic: any encoder with ``forward(inputs, mask=keep_idx) -> [B, K, D]`` patch tokens.
+Per batch (masks from :mod:`sslab.objectives.masking`, made in the collator)::
+
+    s_x = f_theta(x, context_idx)                          context encoder (trained)
+    s_y = LN(f_bar(x))[target_idx]                          target encoder = EMA of f_theta, no gradient
+    s_hat = g_phi(s_x, pos(context_idx), mask tokens + pos(target_idx))[targets]
+    loss = mean  smooth_l1(s_hat, s_y)      (I-JEPA eq. 1 with smooth-L1; ECG-JEPA: L1)
+
+The target encoder follows ``f_bar <- m f_bar + (1 - m) f_theta`` after every optimizer step with
+``m`` rising linearly 0.998 -> 0.9995 (ECG-JEPA).  The predictor is a narrow transformer (default:
+same depth, half width) with a learned mask token; positions come from the encoder's
+``position_embedding(inputs, dim)`` (sin-cos for vit1d) or, failing that, a learned table of
+``num_patches`` entries.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslab.core.ema import EMATeacher, momentum_schedule
+from sslab.core.registry import OBJECTIVES
+
+LOSSES = {"l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class JEPAPredictor(nn.Module):
+    """Narrow transformer predicting target-patch features from context tokens and mask tokens."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, heads: int, num_patches: Optional[int] = None) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.dim = dim
+        self.embed = nn.Linear(in_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.zeros(1, num_patches, dim)) if num_patches else None
+        self.blocks = nn.ModuleList(Block(dim, heads, 4.0, qkv_bias=True) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, in_dim)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        if self.pos is not None:
+            nn.init.trunc_normal_(self.pos, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, ctx: torch.Tensor, ctx_idx: torch.Tensor, tgt_idx: torch.Tensor,
+                pos: Optional[torch.Tensor]) -> torch.Tensor:
+        """``ctx`` ``[B, K, D]``; ``pos`` ``[N, dim]`` (or None: learned table) -> ``[B, M, D]``."""
+        table = (pos.unsqueeze(0) if pos is not None else self.pos).expand(ctx.shape[0], -1, -1)
+        x = self.embed(ctx) + _gather(table, ctx_idx)
+        m = self.mask_token.expand(ctx.shape[0], tgt_idx.shape[1], -1) + _gather(table, tgt_idx)
+        x = torch.cat([x, m], dim=1)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.proj(self.norm(x[:, ctx.shape[1]:]))
+
+
+@OBJECTIVES.register("jepa")
+class JEPA(nn.Module):
+    """JEPA objective; batches are dicts ``{"inputs", "context_idx", "target_idx"}``.
+
+    Args:
+        encoder: the context encoder (exported after pretraining).
+        predictor_dim / predictor_depth / predictor_heads: default half width, same depth, heads of
+            the encoder (or 4).
+        momentum: (start, end) of the linear EMA schedule.
+        loss: ``smooth_l1`` | ``l1`` | ``mse``.
+        target_norm: layer-normalise target features (I-JEPA).
+        num_patches: size of a learned position table, only for encoders without ``position_embedding``.
+    """
+
+    def __init__(self, encoder: nn.Module, predictor_dim: Optional[int] = None,
+                 predictor_depth: Optional[int] = None, predictor_heads: Optional[int] = None,
+                 momentum: Sequence[float] = (0.998, 0.9995), loss: str = "smooth_l1",
+                 target_norm: bool = True, num_patches: Optional[int] = None) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"jepa loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if len(momentum) != 2 or not 0 <= momentum[0] <= momentum[1] <= 1:
+            raise ValueError(f"jepa momentum must be (start, end) with 0 <= start <= end <= 1, got {momentum}")
+        dim = int(encoder.dim)
+        heads = predictor_heads or getattr(encoder, "heads", 4)
+        p_dim = predictor_dim or max(heads * 8, (dim // 2) // heads * heads)
+        if p_dim % heads:
+            raise ValueError(f"jepa: predictor_dim {p_dim} not divisible by predictor_heads {heads}")
+        has_pos = hasattr(encoder, "position_embedding")
+        if not has_pos and not num_patches:
+            raise ValueError("jepa: encoder has no position_embedding(inputs, dim); pass num_patches")
+        self.encoder = encoder
+        self.target = EMATeacher(encoder)
+        self.predictor = JEPAPredictor(dim, p_dim, predictor_depth or getattr(encoder, "depth", 4), heads,
+                                       None if has_pos else num_patches)
+        self.loss_fn, self.target_norm = LOSSES[loss], target_norm
+        self.momentum = momentum_schedule(float(momentum[0]), float(momentum[1]), "linear")
+
+    def forward(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        x, ctx_idx, tgt_idx = batch["inputs"], batch["context_idx"], batch["target_idx"]
+        with torch.no_grad():
+            h = self.target(x)
+            if self.target_norm:
+                h = F.layer_norm(h, h.shape[-1:])
+            h = _gather(h, tgt_idx)
+        ctx = self.encoder(x, mask=ctx_idx)
+        pos = self.encoder.position_embedding(x, self.predictor.dim) if self.predictor.pos is None else None
+        pred = self.predictor(ctx, ctx_idx, tgt_idx, pos)
+        loss = self.loss_fn(pred.float(), h.float())
+        return {"loss": loss, "target_std": h.float().std(dim=0).mean().detach(),
+                "context_frac": ctx_idx.shape[1] / (ctx_idx.shape[1] + tgt_idx.shape[1])}
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> Dict[str, float]:
+        m = self.momentum(step, total_steps)
+        self.target.update(self.encoder, m)
+        return {"momentum": m}

@@ -1,0 +1,139 @@
+"""High-level entry points used by the CLI and notebooks: ``pretrain(cfg)`` and ``probe(run)``."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from sslab.core import distributed as dist_utils
+from sslab.core.config import ExperimentConfig, load_experiment, save_experiment
+from sslab.core.export import build_encoder, load_encoder, save_encoder
+from sslab.core.io import atomic_write_text
+from sslab.core.modality import Modality, ProbeTask, build_modality
+from sslab.core.trainer import Trainer, select_device
+from sslab.eval.probe import extract_features, format_table, headline, knn_probe, linear_probe
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
+    """Build data, encoder and objective from ``cfg``, train, export the encoder; returns the run dir."""
+    seed_everything(cfg.seed)
+    modality = build_modality(cfg)
+    dataset, collate_fn = modality.pretrain_data()
+    encoder = modality.build_encoder()
+    objective = modality.build_objective(encoder)
+    run_dir = cfg.run_dir
+    trainer = Trainer(objective, dataset, collate_fn, cfg, run_dir, hooks=hooks)
+    if trainer.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_experiment(cfg, run_dir / "config.yaml")
+    trainer.fit()
+    state, _ = trainer._model_and_optim_state()
+    if trainer.is_main:
+        enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
+                     extra={"modality": cfg.modality, "steps": cfg.train.steps})
+    dist_utils.barrier()
+    return run_dir
+
+
+def _load_target(target: Union[str, Path], cfg: Optional[ExperimentConfig],
+                 overrides: Sequence[str]) -> tuple[torch.nn.Module, ExperimentConfig, Path]:
+    target = Path(target)
+    if cfg is None:
+        cfg_file = target / "config.yaml"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{target} is not a run directory (no config.yaml); "
+                                    "pass an experiment with --experiment to probe a bare encoder")
+        cfg = load_experiment(cfg_file, overrides)
+    encoder = load_encoder(target)
+    out_dir = target if target.is_dir() else target.parent
+    return encoder, cfg, out_dir
+
+
+def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg: ExperimentConfig,
+                   tasks: Optional[List[ProbeTask]] = None, progress: bool = True) -> List[Dict[str, Any]]:
+    """Linear probe (+ kNN for multiclass) of each named encoder on each probe task."""
+    device = select_device(cfg.train.device)
+    tasks = modality.probe_tasks() if tasks is None else tasks
+    if not tasks:
+        raise ValueError(f"modality {cfg.modality!r} defines no probe tasks for this data configuration")
+    rows: List[Dict[str, Any]] = []
+    pc = cfg.probe
+    for task in tasks:
+        for enc_name, encoder in encoders.items():
+            encoder = encoder.to(device).eval()
+
+            def embed(inputs: Any, _enc: torch.nn.Module = encoder) -> torch.Tensor:
+                return modality.embed(_enc, inputs)
+
+            Xtr, ytr = extract_features(embed, task.train, task.collate_fn, device, pc.batch_size, progress,
+                                        desc=f"{task.name}/{enc_name}/train")
+            Xte, yte = extract_features(embed, task.test, task.collate_fn, device, pc.batch_size, progress,
+                                        desc=f"{task.name}/{enc_name}/test")
+            for frac in pc.label_fractions:
+                res = linear_probe(Xtr, ytr, Xte, yte, task.task, C=pc.C, max_iter=pc.max_iter,
+                                   label_fraction=frac, seed=cfg.seed)
+                res["kind"] = res.pop("task")
+                row: Dict[str, Any] = {"task": task.name, "encoder": enc_name, **res}
+                if task.task == "multiclass" and frac == 1.0:
+                    row.update(knn_probe(Xtr, ytr, Xte, yte, k=pc.knn_k, temperature=pc.knn_temperature))
+                rows.append(row)
+    return rows
+
+
+def probe(target: Union[str, Path], cfg: Optional[ExperimentConfig] = None, overrides: Sequence[str] = (),
+          out_dir: Optional[Union[str, Path]] = None, progress: bool = True) -> Dict[str, Any]:
+    """Probe a run (or exported encoder) beside the same encoder at random init; writes probe.json/.md/.png."""
+    encoder, cfg, default_out = _load_target(target, cfg, overrides)
+    out = Path(out_dir) if out_dir is not None else default_out
+    modality = build_modality(cfg)
+    encoders: Dict[str, torch.nn.Module] = {"pretrained": encoder}
+    if cfg.probe.compare_random_init:
+        seed_everything(cfg.seed)  # the same init the pretraining run started from
+        encoders["random_init"] = build_encoder(encoder.sslab_spec)  # type: ignore[arg-type]
+    rows = probe_encoders(modality, encoders, cfg, progress=progress)
+    result = {"target": str(target), "modality": cfg.modality, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "probe.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "probe.md", format_table(rows) + "\n")
+    plot_probe(rows, out / "probe.png")
+    return result
+
+
+def plot_probe(rows: List[Dict[str, Any]], out_png: Path) -> Path:
+    """Grouped bars: headline score per task, one bar per encoder (label fraction 1.0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = [r for r in rows if r.get("label_fraction", 1.0) == 1.0]
+    tasks = list(dict.fromkeys(r["task"] for r in full))
+    encs = list(dict.fromkeys(r["encoder"] for r in full))
+    fig, ax = plt.subplots(figsize=(max(4, 1.8 * len(tasks) + 1), 3.2))
+    width = 0.8 / max(len(encs), 1)
+    for j, enc in enumerate(encs):
+        vals = []
+        for t in tasks:
+            match = [r for r in full if r["task"] == t and r["encoder"] == enc]
+            vals.append(headline(match[0])[1] if match else 0.0)
+        ax.bar([i + j * width for i in range(len(tasks))], vals, width, label=enc)
+    ax.set_xticks([i + width * (len(encs) - 1) / 2 for i in range(len(tasks))])
+    ax.set_xticklabels(tasks, fontsize=8)
+    ax.set_ylabel("probe score (AUC / acc / R²)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,143 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from core_fixtures import RegressionData, flat_params, make_cfg, make_objective
+from sslab.core.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from sslab.core.config import load_experiment
+from sslab.core.trainer import NonFiniteLossError, Trainer, param_groups
+from sslab.run import pretrain
+
+HERE = Path(__file__).parent
+
+
+def test_loss_goes_down_and_artifacts(tmp_path):
+    run = tmp_path / "r"
+    cfg = make_cfg(run, ["train.steps=60", "train.batch_size=32"])
+    obj = make_objective()
+    Trainer(obj, RegressionData(), None, cfg, run).fit()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 61))
+    first, last = sum(r["loss"] for r in rows[:5]) / 5, sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < 0.5 * first
+    assert {"lr", "wd", "grad_norm", "samples_per_s"} <= rows[-1].keys()
+    assert (run / "loss.png").stat().st_size > 1000
+    assert latest_checkpoint(run / "checkpoints").name == "step_00000060.pt"
+
+
+def test_grad_accumulation_equals_large_batch(tmp_path):
+    a = make_objective()
+    Trainer(a, RegressionData(), None, make_cfg(tmp_path / "a", ["train.steps=5", "train.batch_size=8",
+                                                                   "train.grad_accum=4"]), tmp_path / "a").fit()
+    b = make_objective()
+    Trainer(b, RegressionData(), None, make_cfg(tmp_path / "b", ["train.steps=5", "train.batch_size=32"]),
+            tmp_path / "b").fit()
+    assert torch.allclose(flat_params(a), flat_params(b), atol=1e-6)
+    assert not torch.allclose(flat_params(a), flat_params(make_objective()))
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    groups = param_groups(make_objective(), 0.05, {"head": 2.0})
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert by_name["encoder.net.0.weight"]["weight_decay"] == 0.05
+    assert by_name["encoder.net.0.bias"]["weight_decay"] == 0.0
+    assert by_name["encoder.net.2.weight"]["weight_decay"] == 0.0  # LayerNorm weight
+    assert by_name["head.weight"]["lr_scale"] == 2.0 and by_name["encoder.net.0.weight"]["lr_scale"] == 1.0
+
+
+RESUME_SCRIPT = """
+import sys, torch
+from sslab.core.config import load_experiment
+from sslab.run import pretrain
+from sslab.core.export import load_encoder
+cfg = load_experiment(None, sys.argv[2:])
+run = pretrain(cfg)
+enc = load_encoder(run)
+torch.save(torch.cat([p.detach().flatten() for p in enc.parameters()]), sys.argv[1])
+"""
+
+
+def _run_pretrain_process(out: Path, overrides):
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(out), *overrides], check=True, env=env,
+                   capture_output=True, timeout=300)
+    return torch.load(out)
+
+
+def test_exact_resume_in_a_new_process(tmp_path):
+    """N steps straight == N/2 steps, checkpoint, new process resumes N/2 (random masks included)."""
+    common = ["modality=vector", "encoder.name=mlp", "encoder.in_dim=64", "encoder.dim=16",
+              "objective.name=masked_feature", "objective.in_dim=64", "train.steps=12",
+              "train.batch_size=32", "train.progress=false", "optim.warmup_steps=3", f"output_dir={tmp_path}"]
+    straight = _run_pretrain_process(tmp_path / "a.pt", common + ["name=straight"])
+    half = _run_pretrain_process(tmp_path / "b.pt", common + ["name=resumed", "train.stop_after=6"])
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed" / "checkpoints")] == ["step_00000006.pt"]
+    assert not torch.equal(half, straight)
+    resumed = _run_pretrain_process(tmp_path / "c.pt", common + ["name=resumed"])
+    assert torch.equal(resumed, straight)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == list(range(1, 13))
+
+
+def test_torchrun_two_processes_match_single_process(tmp_path):
+    single = tmp_path / "single"
+    single.mkdir()
+    subprocess.run([sys.executable, str(HERE / "core_ddp_script.py"), str(single), "32"], check=True,
+                   capture_output=True, timeout=300)
+    ddp = tmp_path / "ddp"
+    ddp.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_port=0", str(HERE / "core_ddp_script.py"), str(ddp), "16"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = torch.load(single / "final.pt"), torch.load(ddp / "final.pt")
+    assert torch.allclose(a["params"], b["params"], atol=1e-5)
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
+def test_interrupted_checkpoint_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):
+    run = tmp_path / "r"
+    cfg = make_cfg(run, ["train.steps=4", "train.batch_size=16", "train.ckpt_every=2"])
+    Trainer(make_objective(), RegressionData(), None, cfg, run).fit()
+    ckpts = run / "checkpoints"
+    assert [p.name for p in list_checkpoints(ckpts)] == ["step_00000002.pt", "step_00000004.pt"]
+
+    import sslab.core.checkpoint as ck
+
+    def dying_save(obj, f, *a, **k):
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(ck.torch, "save", dying_save)
+    cfg2 = make_cfg(run, ["train.steps=6", "train.batch_size=16", "train.ckpt_every=2"])
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(make_objective(), RegressionData(), None, cfg2, run).fit()
+    monkeypatch.undo()
+    assert [p.name for p in list_checkpoints(ckpts)] == ["step_00000002.pt", "step_00000004.pt"]
+    assert not [p for p in ckpts.iterdir() if p.suffix == ".tmp"]
+    assert load_checkpoint(latest_checkpoint(ckpts))["step"] == 4
+    # a truncated file under a final name (written by something else) is reported by name
+    bad = ckpts / "step_00000009.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="step_00000009.pt"):
+        load_checkpoint(bad)
+
+
+def test_nan_loss_is_reported_with_step(tmp_path):
+    data = RegressionData()
+    data.x[3] = float("nan")
+    cfg = make_cfg(tmp_path / "r", ["train.steps=20", "train.batch_size=256"])
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 1"):
+        Trainer(make_objective(), data, None, cfg, tmp_path / "r").fit()
+
+
+def test_dataset_smaller_than_batch_is_an_error(tmp_path):
+    cfg = make_cfg(tmp_path / "r", ["train.steps=2", "train.batch_size=1000"])
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        Trainer(make_objective(), RegressionData(), None, cfg, tmp_path / "r")

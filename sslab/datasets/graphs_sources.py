@@ -26,7 +26,11 @@ def default_tu_root() -> Path:
     env = os.environ.get("SSLAB_GRAPH_ROOT")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "graphs"
+    repo = Path(__file__).resolve().parents[2]
+    for cand in (repo.parent / "shared" / "data" / "graphs", repo / "shared" / "data" / "graphs"):
+        if cand.is_dir():
+            return cand
+    return Path("../shared/data/graphs")
 
 
 def _parse_opts(text: str) -> Dict[str, Any]:

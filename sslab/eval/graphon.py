@@ -44,11 +44,11 @@ def adjacency(g: Data, where: str = "graph") -> sp.csr_matrix:
     ei = g.edge_index.cpu().numpy()
     if ei.size and (ei.min() < 0 or ei.max() >= n):
         raise GraphDataError(f"{where}: edge index out of range for {n} nodes")
-    a = sp.coo_matrix((np.ones(ei.shape[1]), (ei[0], ei[1])), shape=(n, n)).tocsr()
-    a = a + a.T
-    a.setdiag(0)
-    a.eliminate_zeros()
-    a.data[:] = 1.0
+    keep = ei[0] != ei[1]  # self-loops carry no pair information
+    r = np.concatenate([ei[0, keep], ei[1, keep]])
+    c = np.concatenate([ei[1, keep], ei[0, keep]])
+    a = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    a.data[:] = 1.0  # duplicates were summed; binarise
     return a
 
 

@@ -96,7 +96,9 @@ class TableTokenizer:
         """Train WordPiece on every column name and every distinct non-numeric value of ``tables``."""
         from tokenizers.trainers import WordPieceTrainer
 
-        corpus: List[str] = list(extra_text)
+        # every letter / punctuation also as a '##' continuation piece, so unseen words never collapse to [UNK]
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        corpus: List[str] = [letters, "z" + letters[:1], "!\"#$%&'()*+,-./:;<=>?@[\\]^`{|}~!"] + list(extra_text)
         for t in tables:
             for spec in t.schema.columns:
                 corpus.append(spec.name)
@@ -107,7 +109,11 @@ class TableTokenizer:
                                    initial_alphabet=NUMBER_CHARS + list("abcdefghijklmnopqrstuvwxyz"),
                                    min_frequency=1, show_progress=False)
         tok.train_from_iterator(corpus, trainer=trainer)
-        return cls(tok, digits)
+        # the trainer assigns ids in hash-map order; renumber (specials first, then sorted) so the same
+        # corpus always gives the same ids
+        learned = sorted(t for t in tok.get_vocab() if t not in SPECIAL_TOKENS)
+        vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + learned)}
+        return cls(cls._blank(vocab), digits)
 
     def to_str(self) -> str:
         return self.tok.to_str()

@@ -1,0 +1,189 @@
+"""Table modality plugin: UniTabE pretraining across several tables, probing on a held-out table.
+
+``data:`` section (validated by :class:`TableDataConfig`):
+
+* ``pretrain``: table sources pretrained on *together* (rows of all tables mixed in each batch, each
+  row padded to the widest table): ``shared:<adult|german_credit|titanic>`` (from ``root``),
+  ``sklearn:<breast_cancer|diabetes|wine|iris>``, or ``csv:<name>`` with ``csv.<name>`` holding
+  :func:`~sslab.datasets.tables.read_csv_table` arguments (``path``, ``target``, ``types``, ...).
+* ``eval``: the table probed (a split of it); ideally not among ``pretrain``.
+* The shared WordPiece tokenizer is trained on the pretraining tables only and stored inside the
+  encoder's spec (``encoder.json``), so an exported encoder carries its tokenizer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from sslab.core.config import from_dict
+from sslab.core.export import build_encoder
+from sslab.core.modality import Modality, ProbeTask
+from sslab.core.registry import MODALITIES
+from sslab.datasets.tables import (
+    SHARED_TABLES, SKLEARN_TABLES, Table, TableError, load_shared_table, load_sklearn_table, read_csv_table,
+)
+from sslab.datasets.tables_tokenize import TableCollator, TableRows, TableTokenizer, TokenizedTable
+from sslab.eval.table_baselines import split_indices
+
+
+@dataclass
+class TableDataConfig:
+    root: str = "../shared/data"
+    pretrain: List[str] = field(default_factory=lambda: [
+        "shared:adult", "shared:german_credit", "sklearn:breast_cancer", "sklearn:diabetes", "sklearn:wine"])
+    eval: str = "shared:titanic"
+    csv: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    include_targets: bool = False  # pretrain on the target columns of pretraining tables too
+    max_rows_per_table: int = 0  # 0: all rows; else a fixed random subset per table
+    vocab_size: int = 4000
+    digits: int = 4
+    mask_ratio: float = 0.35
+    n_views: int = 2
+    view_ratio: float = 0.6
+    test_fraction: float = 0.3
+    split_seed: int = 0
+
+
+def resolve_root(root: str) -> Path:
+    """``root`` as given, else relative to the repository root (so tests/notebooks work from anywhere)."""
+    p = Path(root)
+    if p.is_dir():
+        return p
+    alt = Path(__file__).resolve().parents[2] / root
+    if alt.is_dir():
+        return alt
+    raise TableError(f"table data root {root!r} not found (also tried {alt})")
+
+
+def load_source(spec: str, cfg: TableDataConfig) -> Table:
+    """``shared:<name>``, ``sklearn:<name>`` or ``csv:<name>`` -> :class:`Table`."""
+    kind, _, name = spec.partition(":")
+    if kind == "shared":
+        return load_shared_table(name, resolve_root(cfg.root))
+    if kind == "sklearn":
+        return load_sklearn_table(name)
+    if kind == "csv":
+        if name not in cfg.csv:
+            raise TableError(f"table source {spec!r}: add data.csv.{name} with read_csv_table arguments (path, ...)")
+        kwargs = dict(cfg.csv[name])
+        path = kwargs.pop("path", None)
+        if path is None:
+            raise TableError(f"data.csv.{name} needs a 'path'")
+        return read_csv_table(path, name=name, **kwargs)
+    raise TableError(f"table source {spec!r} must be shared:<{'|'.join(SHARED_TABLES)}>, "
+                     f"sklearn:<{'|'.join(SKLEARN_TABLES)}> or csv:<name>")
+
+
+def with_target_as_feature(table: Table) -> Table:
+    """Copy of ``table`` whose target column is also a (categorical/numeric) feature column."""
+    from sslab.datasets.tables import table_from_frame
+
+    if table.target is None:
+        return table
+    frame = table.frame.copy()
+    frame[table.schema.target] = table.target.astype(str) if table.schema.task != "regression" else table.target
+    types = {c.name: c.type for c in table.schema.columns}
+    return table_from_frame(frame, name=table.name, types=types, source=table.source)
+
+
+@MODALITIES.register("table")
+class TableModality(Modality):
+    """UniTabE: TabUnit encoder pretrained with masked-cell + column-partition contrastive objectives."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.data = from_dict(TableDataConfig, cfg.data, path="data")
+        self._pretrain_tables: Optional[List[Table]] = None
+        self._tokenizer: Optional[TableTokenizer] = None
+
+    # ---------------------------------------------------------------- data
+    def pretrain_tables(self) -> List[Table]:
+        if self._pretrain_tables is None:
+            if not self.data.pretrain:
+                raise TableError("data.pretrain lists no tables")
+            tables = []
+            rng = np.random.default_rng(self.data.split_seed)
+            for spec in self.data.pretrain:
+                t = load_source(spec, self.data)
+                if self.data.include_targets:
+                    t = with_target_as_feature(t)
+                if self.data.max_rows_per_table and len(t) > self.data.max_rows_per_table:
+                    t = t.subset(np.sort(rng.choice(len(t), self.data.max_rows_per_table, replace=False)))
+                tables.append(t)
+            self._pretrain_tables = tables
+        return self._pretrain_tables
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return Path(self.cfg.run_dir) / "tokenizer.json"
+
+    @property
+    def tokenizer(self) -> TableTokenizer:
+        """The run's tokenizer: ``<run_dir>/tokenizer.json`` when it exists (probe, resume), else trained on
+        ``data.pretrain`` (WordPiece training breaks frequency ties arbitrarily, so the file, not a
+        retraining, is the reference once a run has started)."""
+        if self._tokenizer is None:
+            if self.tokenizer_path.is_file():
+                self._tokenizer = TableTokenizer.from_str(self.tokenizer_path.read_text(), self.data.digits)
+            else:
+                self._tokenizer = TableTokenizer.train(self.pretrain_tables(), self.data.vocab_size, self.data.digits)
+        return self._tokenizer
+
+    def pretrain_data(self) -> Tuple[Dataset, Optional[Callable[[Sequence[Any]], Any]]]:
+        rows = TableRows([TokenizedTable(t, self.tokenizer) for t in self.pretrain_tables()])
+        d = self.data
+        return rows, TableCollator(d.mask_ratio, d.n_views, d.view_ratio)
+
+    def eval_table(self) -> Table:
+        return load_source(self.data.eval, self.data)
+
+    def labelled_split(self, table: Optional[Table] = None) -> Tuple[Table, Table]:
+        table = table if table is not None else self.eval_table()
+        tr, te = split_indices(table, self.data.test_fraction, self.data.split_seed)
+        return table.subset(tr), table.subset(te)
+
+    def labelled_rows(self, table: Table, classes: Optional[List[str]] = None) -> TableRows:
+        """Labelled rows of ``table`` (class indices follow ``classes`` when given)."""
+        if table.schema.task == "regression":
+            y = table.labels()[0]
+        else:
+            classes = classes or table.labels()[1]
+            index = {c: i for i, c in enumerate(classes)}
+            y = np.array([index[str(v)] for v in table.target])
+        return TableRows([TokenizedTable(table, self.tokenizer)], labels=y)
+
+    def probe_tasks(self) -> List[ProbeTask]:
+        train, test = self.labelled_split()
+        task = "regression" if train.schema.task == "regression" else "multiclass"
+        classes = None if task == "regression" else train.labels()[1]
+        return [ProbeTask(train.name, task, self.labelled_rows(train, classes), self.labelled_rows(test, classes),
+                          collate_fn=TableCollator(), class_names=classes)]
+
+    # ---------------------------------------------------------------- model
+    def build_encoder(self) -> nn.Module:
+        spec = dict(self.cfg.encoder)
+        spec.setdefault("name", "tabunit")
+        spec["tokenizer"] = self.tokenizer.to_str()
+        if not self.tokenizer_path.is_file():
+            from sslab.core.io import atomic_write_text
+
+            self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.tokenizer_path, spec["tokenizer"])
+        spec["digits"] = self.data.digits
+        spec.pop("vocab_size", None)
+        return build_encoder(spec)
+
+    def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
+        theirs = getattr(encoder, "_tokenizer_json", None)
+        if theirs is not None and id(encoder) not in getattr(self, "_checked", set()):
+            if theirs != self.tokenizer.to_str():
+                raise TableError(f"the encoder's tokenizer differs from {self.tokenizer_path} (or, without that "
+                                 "file, from one trained on data.pretrain): probe through the encoder's run dir")
+            self._checked = getattr(self, "_checked", set()) | {id(encoder)}
+        return encoder.pool(encoder(inputs))

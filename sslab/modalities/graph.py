@@ -1,0 +1,151 @@
+"""Graph modality plugin: PyG graphs from TU folders, synthetic families, RDKit NCI or PyG folders.
+
+Pretraining batches are PyG ``Batch`` objects (attribute masking) or ``{"view1", "view2"}`` dicts of them
+(GraphCL); both move with the core's ``move_to_device`` (``Batch.to``). Probing uses graph labels with a
+stratified split or k-fold cross-validation (``probe_folds: 10`` is the protocol of the graph-SSL
+literature, e.g. GraphCL's unsupervised TU evaluation); :func:`summarize_folds` averages the fold rows.
+
+``data:`` section (all optional)::
+
+    source: MUTAG                # graph source string, see sslab.datasets.graphs_sources
+    tu_root: ""                  # TU root folder; default ../shared/data/graphs
+    features: degree             # degree | constant | node_labels | node_labels+degree | attributes
+    max_degree: 32
+    probe_source: ""             # downstream graphs (default: the pretraining source)
+    probe_folds: 0               # 0: one stratified split (probe_test_fraction); k >= 2: k-fold CV
+    probe_test_fraction: 0.2
+    mask_ratio: 0.15             # graph_attr_mask
+    augmentations: [node_drop, edge_perturb, subgraph, attr_mask]   # graphcl
+    aug_ratio: 0.2
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from sslab.core.config import from_dict
+from sslab.core.export import build_encoder
+from sslab.core.modality import Modality, ProbeTask
+from sslab.core.registry import MODALITIES, OBJECTIVES
+from sslab.datasets.graphs import FeatureSpec, GraphListDataset, GraphSet, add_node_features
+from sslab.datasets.graphs_augment import GraphMaskCollator, GraphViewsCollator, collate_labelled
+from sslab.datasets.graphs_sources import load_graph_source
+
+
+@dataclass
+class GraphDataConfig:
+    source: str = "MUTAG"
+    tu_root: str = ""
+    features: str = "degree"
+    max_degree: int = 32
+    num_node_labels: int = 0
+    probe_source: str = ""
+    probe_folds: int = 0
+    probe_test_fraction: float = 0.2
+    mask_ratio: float = 0.15
+    augmentations: List[str] = field(default_factory=lambda: ["node_drop", "edge_perturb", "subgraph",
+                                                              "attr_mask"])
+    aug_ratio: float = 0.2
+
+
+COLLATORS: Dict[str, Callable[[GraphDataConfig], Callable]] = {
+    "graph_attr_mask": lambda d: GraphMaskCollator(d.mask_ratio),
+    "graphcl": lambda d: GraphViewsCollator(d.augmentations, d.aug_ratio),
+}
+"""objective name -> collator factory."""
+
+
+def load_featured(spec: str, dcfg: GraphDataConfig) -> Tuple[GraphSet, FeatureSpec]:
+    """Load a graph source and give its graphs node features ``x`` as configured."""
+    gs = load_graph_source(spec, dcfg.tu_root or None)
+    fspec = add_node_features(gs.graphs, FeatureSpec(dcfg.features, dcfg.max_degree, dcfg.num_node_labels),
+                              where=gs.name)
+    return gs, fspec
+
+
+def graph_splits(gs: GraphSet, folds: int, test_fraction: float, seed: int) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """Stratified (classification) or plain (regression) train/test index splits."""
+    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+    y = np.array([float(g.y.view(-1)[0]) for g in gs.graphs])
+    idx = np.arange(len(y))
+    strat = gs.task == "multiclass"
+    if folds >= 2:
+        kf = (StratifiedKFold if strat else KFold)(n_splits=folds, shuffle=True, random_state=seed)
+        return [(tr, te) for tr, te in kf.split(idx, y if strat else None)]
+    tr, te = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y if strat else None)
+    return [(np.sort(tr), np.sort(te))]
+
+
+def summarize_folds(rows: Sequence[Dict[str, Any]], metric: str = "accuracy") -> Dict[str, Dict[str, float]]:
+    """Mean and std of ``metric`` over ``<task>/fold<k>`` rows, per (task, encoder)."""
+    acc: Dict[str, List[float]] = {}
+    for r in rows:
+        if metric in r and r.get("label_fraction", 1.0) == 1.0:
+            base = r["task"].split("/fold")[0]
+            acc.setdefault(f"{base}|{r['encoder']}", []).append(float(r[metric]))
+    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "folds": len(v)} for k, v in acc.items()}
+
+
+@MODALITIES.register("graph")
+class GraphModality(Modality):
+    """Graphs (see module docstring)."""
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.data_cfg = from_dict(GraphDataConfig, cfg.data, path="data")
+        self._cache: Dict[str, Tuple[GraphSet, FeatureSpec]] = {}
+
+    def _load(self, spec: str) -> Tuple[GraphSet, FeatureSpec]:
+        if spec not in self._cache:
+            self._cache[spec] = load_featured(spec, self.data_cfg)
+        return self._cache[spec]
+
+    def _feature_dim(self) -> int:
+        gs, _ = self._load(self.data_cfg.source)
+        return int(gs.graphs[0].x.size(1))
+
+    def pretrain_data(self) -> Tuple[Dataset, Optional[Callable]]:
+        gs, _ = self._load(self.data_cfg.source)
+        name = self.cfg.objective.get("name", "")
+        if name not in COLLATORS:
+            raise ValueError(f"graph modality: no collator for objective {name!r}; known: {sorted(COLLATORS)}")
+        return GraphListDataset(gs.graphs), COLLATORS[name](self.data_cfg)
+
+    def build_encoder(self) -> nn.Module:
+        spec = dict(self.cfg.encoder)
+        spec.setdefault("name", "gin")
+        spec.setdefault("in_dim", self._feature_dim())
+        return build_encoder(spec)
+
+    def build_objective(self, encoder: nn.Module) -> nn.Module:
+        spec = dict(self.cfg.objective)
+        name = spec.pop("name", None)
+        if name is None:
+            raise ValueError(f"objective section needs a 'name' (one of: {', '.join(OBJECTIVES.names())})")
+        if name == "graph_attr_mask" and "categorical_groups" not in spec:
+            _, fspec = self._load(self.data_cfg.source)
+            spec["categorical_groups"] = fspec.groups() or None
+        return OBJECTIVES.build(name, encoder=encoder, **spec)
+
+    def probe_tasks(self) -> List[ProbeTask]:
+        spec = self.data_cfg.probe_source or self.data_cfg.source
+        gs, _ = self._load(spec)
+        if gs.task == "none":
+            raise ValueError(f"graph probe: {gs.name} has no graph labels; set data.probe_source")
+        task = "multiclass" if gs.task == "multiclass" else "regression"
+        ds = GraphListDataset(gs.graphs, with_labels=True)
+        splits = graph_splits(gs, self.data_cfg.probe_folds, self.data_cfg.probe_test_fraction, self.cfg.seed)
+        names = [str(v) for v in gs.label_values] if task == "multiclass" else None
+        many = len(splits) > 1
+        return [ProbeTask(f"{gs.name}/fold{i}" if many else gs.name, task, Subset(ds, tr.tolist()),
+                          Subset(ds, te.tolist()), collate_labelled, names)
+                for i, (tr, te) in enumerate(splits)]
+
+    def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
+        return encoder.pool(encoder(inputs), inputs)

@@ -165,7 +165,7 @@ def read_record(
         lead = lead_names[int(np.argmax(bad.any(axis=1)))]
         raise ECGRecordError(f"{name}: lead {lead} has {int(bad.sum())} NaN/inf samples")
     if not allow_flat:
-        flat = sig.std(axis=1) == 0
+        flat = np.ptp(sig, axis=1) == 0
         if flat.any():
             raise ECGRecordError(f"{name}: lead {lead_names[int(np.argmax(flat))]} is flat (constant signal)")
     if fs is not None:

@@ -85,17 +85,22 @@ def _spec_conv(spec: Dict[str, Any]) -> Tuple[List[int], List[int]]:
 
 
 class ProbeChunks(Dataset):
-    """Probe items ``({"input_values": [T]}, class index)``: fixed chunks of whole utterances."""
+    """Probe items ``({"input_values": [T]}, class index)``: fixed chunks ``(utterance, start, stop)``
+    of the corpus' utterances, each normalised on its own."""
 
-    def __init__(self, chunks: List[Tuple[Callable[[], torch.Tensor], int, int]], labels: List[int]) -> None:
-        self.chunks, self.labels = chunks, labels
+    def __init__(self, corpus: Any, chunks: List[Tuple[int, int, int]], labels: List[int]) -> None:
+        self.corpus, self.chunks, self.labels = corpus, chunks, labels
 
     def __len__(self) -> int:
         return len(self.chunks)
 
+    @property
+    def utterances(self) -> List[int]:
+        return [u for u, _, _ in self.chunks]
+
     def __getitem__(self, i: int) -> Tuple[Dict[str, torch.Tensor], int]:
-        get_wave, start, stop = self.chunks[i]
-        return {"input_values": normalize_waveform(get_wave()[start:stop])}, self.labels[i]
+        utt, start, stop = self.chunks[i]
+        return {"input_values": normalize_waveform(self.corpus.waveform(utt)[start:stop])}, self.labels[i]
 
 
 def collate_probe(items: Sequence[Tuple[Dict[str, torch.Tensor], int]]) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
@@ -213,14 +218,10 @@ class SpeechModality(Modality):
                 wave_len = int(round(ds.durations[u] * self.data.sample_rate))  # type: ignore[attr-defined]
                 starts = list(range(0, max(wave_len - n, 0) + 1, n)) if wave_len >= n else [0]
                 for s in starts:
-                    splits[split][0].append((self._wave_getter(u), s, s + n))
+                    splits[split][0].append((u, s, s + n))
                     splits[split][1].append(ci)
-        return ProbeTask(name=f"{key}_id", task="multiclass", train=ProbeChunks(*splits["train"]),
-                         test=ProbeChunks(*splits["test"]), collate_fn=collate_probe, class_names=classes)
-
-    def _wave_getter(self, index: int) -> Callable[[], torch.Tensor]:
-        ds = self.corpus()
-        return lambda: ds.waveform(index)  # type: ignore[attr-defined]
+        return ProbeTask(name=f"{key}_id", task="multiclass", train=ProbeChunks(ds, *splits["train"]),
+                         test=ProbeChunks(ds, *splits["test"]), collate_fn=collate_probe, class_names=classes)
 
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         """Mean of layer ``probe_layer`` over real frames (``probe_level: frame``: the centre frame)."""

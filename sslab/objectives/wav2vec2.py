@@ -150,11 +150,10 @@ def gumbel_temperature(step: int, total_steps: int, start: float = 2.0, end: flo
 # --------------------------------------------------------------------------- objective
 
 
-def _code_perplexity(logits: torch.Tensor) -> torch.Tensor:
-    """Hard-assignment perplexity summed over groups; ``logits`` is [M, G, V]."""
-    idx = logits.argmax(-1)
-    onehot = F.one_hot(idx, logits.shape[-1]).float().mean(0)  # [G, V]
-    return torch.exp(-torch.sum(torch.xlogy(onehot, onehot), dim=-1)).sum()
+def _code_perplexity(codes: torch.Tensor, num_vars: int) -> torch.Tensor:
+    """Perplexity of the used codewords, summed over groups; ``codes`` is [M, G] (fairseq code_perplexity)."""
+    marginal = F.one_hot(codes, num_vars).float().mean(0)  # [G, V]
+    return torch.exp(-torch.sum(torch.xlogy(marginal, marginal), dim=-1)).sum()
 
 
 @OBJECTIVES.register("wav2vec2")
@@ -223,19 +222,23 @@ class Wav2Vec2Objective(nn.Module):
                                     feature_grad_mult=self.feature_grad_mult)
         c = model.project_hid(out["last_hidden_state"])  # [B, N, P]
         extract = model.dropout_features(out["extract_features"])
-        q, prob_ppl = model.quantizer(extract, mask_time_indices=mask)
+        q, codes, prob_ppl = self.quantize(extract, mask)
         q = model.project_q(q.to(model.project_q.weight.dtype))  # [B, N, P]
 
+        # cosine logits for all (frame, frame) pairs of an utterance, then pick the positive (diagonal)
+        # and the distractors: a bmm + gather is memory-light and has a deterministic backward
         B, N, P = q.shape
+        cn = F.normalize(c.float(), dim=-1, eps=1e-8)
+        qn = F.normalize(q.float(), dim=-1, eps=1e-8)
+        sim = torch.bmm(cn, qn.transpose(1, 2)) / self.logit_temperature  # [B, N, N]
         b_idx, t_idx = mask.nonzero(as_tuple=True)
-        c_m = c[b_idx, t_idx]  # [M, P]
-        pos = q[b_idx, t_idx]  # [M, P]
         neg_idx = neg[b_idx, t_idx]  # [M, K] frame indices in the same utterance
-        negs = q[b_idx[:, None].expand_as(neg_idx), neg_idx]  # [M, K, P]
-        targets = torch.cat([pos[:, None], negs], dim=1)  # [M, 1+K, P]
-        logits = F.cosine_similarity(c_m.float()[:, None], targets.float(), dim=-1) / self.logit_temperature
-        neg_is_pos = (negs == pos[:, None]).all(-1)
-        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(neg_is_pos, float("-inf"))], dim=1)
+        rows = sim[b_idx, t_idx]  # [M, N]
+        pos_logit = rows.gather(1, t_idx[:, None])
+        neg_logit = rows.gather(1, neg_idx)
+        # a distractor with the same codewords as the positive is the positive (fairseq/HF: -inf)
+        neg_is_pos = (codes[b_idx[:, None], neg_idx] == codes[b_idx, t_idx][:, None]).all(-1)
+        logits = torch.cat([pos_logit, neg_logit.masked_fill(neg_is_pos, float("-inf"))], dim=1)
         contrastive = F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
         diversity = (self.num_codevectors - prob_ppl) / self.num_codevectors
         loss = contrastive + self.diversity_weight * diversity
@@ -246,9 +249,7 @@ class Wav2Vec2Objective(nn.Module):
             loss = loss + self.feature_penalty_weight * pen
             logs["feature_penalty"] = pen.detach()
         with torch.no_grad():
-            qlogits = model.quantizer.weight_proj(extract[b_idx, t_idx]).view(
-                len(b_idx), model.quantizer.num_groups, model.quantizer.num_vars)
-            code_ppl = _code_perplexity(qlogits.float())
+            code_ppl = _code_perplexity(codes[b_idx, t_idx], model.quantizer.num_vars)
             acc = (logits.argmax(-1) == 0).float().mean()
         self._check_collapse(float(code_ppl))
         logs.update({"loss": loss, "contrastive_loss": contrastive.detach(), "diversity_loss": diversity.detach(),
@@ -256,6 +257,26 @@ class Wav2Vec2Objective(nn.Module):
                      "mask_fraction": (mask.sum() / fm.sum().clamp(min=1)).float(),
                      "gumbel_temperature": float(self.gumbel_temperature)})
         return logs
+
+    def quantize(self, extract: torch.Tensor, mask: torch.Tensor) -> tuple:
+        """Gumbel-softmax product quantization (eq. 1-2), the HF ``Wav2Vec2GumbelVectorQuantizer``
+        forward with the chosen code indices exposed: returns codevectors [B, N, C], codes [B, N, G]
+        and the perplexity of the batch-averaged soft distribution over masked frames (train) or of
+        the hard codes (eval), exactly as HF computes it."""
+        qz = self.encoder.model.quantizer
+        B, N, _ = extract.shape
+        G, V = qz.num_groups, qz.num_vars
+        logits = qz.weight_proj(extract).view(B * N * G, V)
+        if self.training:
+            probs = F.gumbel_softmax(logits.float(), tau=qz.temperature, hard=True).type_as(logits)
+            soft = torch.softmax(logits.view(B * N, G, V).float(), dim=-1)
+        else:
+            probs = torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+            soft = probs.view(B * N, G, V)
+        codes = probs.detach().argmax(-1).view(B, N, G)
+        ppl = qz._compute_perplexity(soft, mask.reshape(-1))
+        vectors = (probs.view(B * N, G * V).unsqueeze(-1) * qz.codevectors).view(B * N, G, V, -1).sum(-2)
+        return vectors.view(B, N, -1), codes, ppl
 
     def _check_collapse(self, code_ppl: float) -> None:
         self._calls_since_warn += 1

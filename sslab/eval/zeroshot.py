@@ -1,0 +1,152 @@
+"""Zero-shot classification and cross-modal retrieval for ECG-language models (CLIP protocol,
+Radford et al. 2021, Sec. 3.1.4; as evaluated in MELP, Pan et al. 2025).
+
+* class embedding = mean over (prompt x template) text embeddings of the class, re-normalised
+  ("prompt ensembling");
+* score = cosine(ECG embedding, class embedding) -> macro ROC-AUC (multilabel: per class, over classes
+  with both positives and negatives; multiclass: one-vs-rest) and, for multiclass, top-1 accuracy;
+* retrieval: ECG->report and report->ECG recall@k over a set of pairs. ``strict`` counts only the
+  paired item; ``text`` also counts any report with identical text (PTB-XL repeats
+  "sinusrhythmus normales ekg" many times, which the strict protocol would call misses).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+@torch.no_grad()
+def encode_texts(objective: Any, collator: Any, texts: Sequence[str], batch_size: int = 64,
+                 device: Any = "cpu") -> torch.Tensor:
+    """Rhythm-level text embeddings ``[n, E]`` (L2-normalised)."""
+    out = []
+    for i in range(0, len(texts), batch_size):
+        b = collator.encode(list(texts[i:i + batch_size]))
+        out.append(objective.embed_text(b["input_ids"].to(device), b["attention_mask"].to(device)).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_ecgs(objective: Any, dataset: Dataset, batch_size: int = 64, device: Any = "cpu") -> torch.Tensor:
+    """Rhythm-level ECG embeddings ``[n, E]`` of the signals of ``(signal, ...)`` items."""
+    out = []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=lambda b: torch.stack([x[0] for x in b]))
+    for x in loader:
+        out.append(objective.embed_ecg(x.to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def class_embeddings(objective: Any, collator: Any, prompts: Mapping[str, Sequence[str]],
+                     templates: Sequence[str] = ("{}",), classes: Optional[Sequence[str]] = None,
+                     device: Any = "cpu") -> torch.Tensor:
+    """``[C, E]``: per class, the normalised mean of its prompt x template embeddings."""
+    classes = list(classes) if classes is not None else list(prompts)
+    missing = [c for c in classes if not prompts.get(c)]
+    if missing:
+        raise ValueError(f"zero-shot: no prompts for class(es) {missing}; prompts cover {sorted(prompts)}")
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"zero-shot templates must each contain '{{}}': {list(templates)}")
+    embs = []
+    for c in classes:
+        texts = [t.format(p) for p in prompts[c] for t in templates]
+        e = encode_texts(objective, collator, texts, device=device).mean(0)
+        embs.append(e / e.norm().clamp_min(1e-12))
+    return torch.stack(embs)
+
+
+def zero_shot_metrics(scores: np.ndarray, labels: np.ndarray, task: str, classes: Sequence[str]) -> Dict[str, Any]:
+    """Macro AUC (+ per class) of ``scores [n, C]``; ``labels`` ``[n]`` (multiclass) or ``[n, C]``."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    if task == "multiclass":
+        y = np.eye(len(classes))[np.asarray(labels, dtype=np.int64)]
+    elif task == "multilabel":
+        y = np.asarray(labels)
+    else:
+        raise ValueError(f"zero-shot task must be multiclass or multilabel, got {task!r}")
+    per_class: Dict[str, float] = {}
+    for j, c in enumerate(classes):
+        if 0 < y[:, j].sum() < len(y):
+            per_class[c] = float(roc_auc_score(y[:, j], scores[:, j]))
+    if not per_class:
+        raise ValueError("zero-shot: no class has both positive and negative examples; AUC undefined")
+    out: Dict[str, Any] = {"macro_auc": float(np.mean(list(per_class.values()))), "auc_per_class": per_class,
+                           "n": int(len(y))}
+    if task == "multiclass":
+        out["accuracy"] = float((scores.argmax(1) == np.asarray(labels)).mean())
+    return out
+
+
+def recall_at_k(sim: np.ndarray, ks: Sequence[int] = (1, 5, 10),
+                groups: Optional[Sequence[Any]] = None) -> Dict[str, float]:
+    """Recall@k of ``sim [n_query, n_gallery]`` where query ``i``'s match is gallery ``i`` (or, with
+    ``groups``, any gallery item of the same group)."""
+    sim = np.asarray(sim)
+    n = sim.shape[0]
+    order = np.argsort(-sim, axis=1, kind="stable")
+    if groups is None:
+        hit = order == np.arange(n)[:, None]
+    else:
+        g = np.asarray(groups)
+        hit = g[order] == g[:, None]
+    first = np.where(hit.any(1), hit.argmax(1), sim.shape[1])
+    return {f"R@{k}": float((first < k).mean()) for k in ks}
+
+
+def retrieval(ecg_emb: torch.Tensor, text_emb: torch.Tensor, reports: Optional[Sequence[str]] = None,
+              ks: Sequence[int] = (1, 5, 10)) -> Dict[str, Dict[str, float]]:
+    """ECG->report and report->ECG recall@k, strict and (with ``reports``) identical-text matching."""
+    sim = (ecg_emb @ text_emb.t()).numpy()
+    out = {"ecg2report": recall_at_k(sim, ks), "report2ecg": recall_at_k(sim.T, ks)}
+    if reports is not None:
+        ids = {t: i for i, t in enumerate(dict.fromkeys(reports))}
+        groups = [ids[t] for t in reports]
+        out["ecg2report_text"] = recall_at_k(sim, ks, groups)
+        out["report2ecg_text"] = recall_at_k(sim.T, ks, groups)
+    out["n"] = {"pairs": float(len(sim)), "distinct_reports": float(len(set(reports or [])) or len(sim))}
+    return out
+
+
+def evaluate(objective: Any, modality: Any, split: str = "test", batch_size: int = 64,
+             device: Any = "cpu") -> Dict[str, Any]:
+    """Zero-shot metrics and retrieval of an ``ecg_text`` modality's ``split`` with a MELP objective."""
+    from sslab.datasets.ecg_text import ECGTextPairs
+
+    objective = objective.to(device).eval()
+    s = modality.split(split)
+    pairs = ECGTextPairs(s.get_signal, s.reports, modality.crop, random_crop=False)
+    collator = modality.collator()
+    ecg = encode_ecgs(objective, pairs, batch_size, device)
+    txt = encode_texts(objective, collator, s.reports, batch_size, device)
+    result: Dict[str, Any] = {"retrieval": retrieval(ecg, txt, s.reports)}
+    if s.labels is not None and s.classes is not None:
+        zs = modality.data.zero_shot
+        prompts = modality.zero_shot_prompts()
+        classes = [c for c in s.classes if c in prompts] if s.task == "multilabel" else s.classes
+        cls = class_embeddings(objective, collator, prompts, zs.templates, classes, device)
+        scores = (ecg @ cls.t()).numpy()
+        labels = s.labels
+        if s.task == "multilabel":
+            labels = labels[:, [s.classes.index(c) for c in classes]]
+        result["zero_shot"] = zero_shot_metrics(scores, labels, s.task, classes)
+    return result
+
+
+def format_zero_shot(result: Mapping[str, Any]) -> str:
+    """A short markdown summary of :func:`evaluate`'s result."""
+    lines: List[str] = []
+    if "zero_shot" in result:
+        z = result["zero_shot"]
+        extra = f", accuracy {z['accuracy']:.3f}" if "accuracy" in z else ""
+        lines.append(f"zero-shot macro AUC {z['macro_auc']:.3f}{extra} (n={z['n']}); per class: "
+                     + ", ".join(f"{k} {v:.3f}" for k, v in z["auc_per_class"].items()))
+    r = result["retrieval"]
+    for key in ("ecg2report", "report2ecg", "ecg2report_text", "report2ecg_text"):
+        if key in r:
+            lines.append(f"{key}: " + ", ".join(f"{k} {v:.3f}" for k, v in r[key].items()))
+    return "\n".join(lines)

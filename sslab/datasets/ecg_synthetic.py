@@ -109,9 +109,9 @@ class SyntheticECGConfig:
     fs: float = 100.0
     hr_range: Tuple[float, float] = (45.0, 140.0)
     hrv_range: Tuple[float, float] = (0.5, 6.0)  # heart_rate_std, bpm
-    noise_range: Tuple[float, float] = (0.0, 0.08)  # mV, white + laplace
-    wander_range: Tuple[float, float] = (0.0, 0.15)  # mV, baseline wander
-    gain_jitter: float = 0.15  # per-record, per-lead relative gain jitter (inter-subject variability)
+    noise_range: Tuple[float, float] = (0.0, 0.15)  # mV, white + laplace
+    wander_range: Tuple[float, float] = (0.0, 0.3)  # mV, baseline wander
+    gain_jitter: float = 0.3  # per-record, per-lead relative gain jitter (inter-subject variability)
     seed: int = 0
 
     def key(self) -> str:
@@ -132,11 +132,11 @@ def simulate_record(cfg: SyntheticECGConfig, index: int, fs_int: float = 500.0) 
     gamma = _GAMMA * (1 + cfg.gain_jitter * rng.standard_normal(_GAMMA.shape))
     ti = ti + rng.normal(0, 3.0, 5) * np.array([1, 0.3, 0, 0.3, 1])
     if name == "wide_qrs":
-        bi[1:4] *= rng.uniform(1.8, 2.5)
+        bi[1:4] *= rng.uniform(1.5, 2.2)
     elif name == "t_inversion":
-        ai[4] *= -rng.uniform(0.6, 1.2)
+        ai[4] *= -rng.uniform(0.4, 1.0)
     elif name == "low_voltage":
-        gamma = gamma * rng.uniform(0.3, 0.45)
+        gamma = gamma * rng.uniform(0.35, 0.55)
     elif name == "af_like":
         ai[0] = 0.0
     # neurokit2 hr adjustment of widths/timings

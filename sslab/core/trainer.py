@@ -119,12 +119,14 @@ class Trainer:
             # Parameters with requires_grad=False (EMA teachers, frozen towers) are not reduced by DDP.
             return DDP(objective, device_ids=ids, find_unused_parameters=getattr(objective, "find_unused_parameters", False))
         if self.tcfg.distributed == "fsdp":
+            from torch.distributed.device_mesh import init_device_mesh
             from torch.distributed.fsdp import fully_shard
 
+            mesh = init_device_mesh(self.device.type, (self.world,))
             for child in objective.children():
                 if any(p.requires_grad for p in child.parameters()):
-                    fully_shard(child)
-            fully_shard(objective)
+                    fully_shard(child, mesh=mesh)
+            fully_shard(objective, mesh=mesh)
             return objective
         raise ValueError(f"train.distributed must be 'ddp' or 'fsdp', got {self.tcfg.distributed!r}")
 

@@ -84,21 +84,28 @@ def test_exact_resume_in_a_new_process(tmp_path):
     assert [json.loads(x)["step"] for x in lines] == list(range(1, 13))
 
 
-def test_torchrun_two_processes_match_single_process(tmp_path):
-    single = tmp_path / "single"
-    single.mkdir()
-    subprocess.run([sys.executable, str(HERE / "core_ddp_script.py"), str(single), "32"], check=True,
-                   capture_output=True, timeout=300)
-    ddp = tmp_path / "ddp"
-    ddp.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           "--master_port=0", str(HERE / "core_ddp_script.py"), str(ddp), "16"],
-                          capture_output=True, text=True, env=env, timeout=300)
+def _launch(script_args, world):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, str(HERE / "core_ddp_script.py"), *script_args]
+    if world > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}", *cmd[1:]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = torch.load(single / "final.pt"), torch.load(ddp / "final.pt")
-    assert torch.allclose(a["params"], b["params"], atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_torchrun_two_processes_match_single_process(tmp_path, mode):
+    """2 ranks x batch 16 (gloo, CPU) == 1 process x batch 32: same samples, same updates."""
+    (tmp_path / "single").mkdir()
+    (tmp_path / mode).mkdir()
+    _launch([str(tmp_path / "single"), "32", "ddp"], world=1)
+    _launch([str(tmp_path / mode), "16", mode], world=2)
+    a, b = torch.load(tmp_path / "single" / "final.pt"), torch.load(tmp_path / mode / "final.pt")
+    assert a["state"].keys() == b["state"].keys()
+    for key in a["state"]:
+        assert torch.allclose(a["state"][key], b["state"][key], atol=1e-5), key
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    assert not (tmp_path / mode / "r").exists()
 
 
 def test_interrupted_checkpoint_write_leaves_no_valid_looking_file(tmp_path, monkeypatch):

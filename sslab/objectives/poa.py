@@ -39,8 +39,10 @@ class DINOHead(nn.Module):
         self.rest = nn.Sequential(nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, bottleneck))
         self.prototypes = nn.Parameter(torch.empty(out_dim, bottleneck))
         nn.init.trunc_normal_(self.prototypes, std=0.02)
-        nn.init.trunc_normal_(self.fc1.weight, std=0.02)
-        nn.init.zeros_(self.fc1.bias)
+        for m in [self.fc1, *self.rest]:  # variance-preserving init, zero bias: keeps per-sample variation at small widths
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=m.in_features ** -0.5)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = x.shape[-1]
@@ -74,6 +76,38 @@ def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return -torch.log(dist_nn + eps).mean()
 
 
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+
+
+def _kl_to_mean(p: torch.Tensor) -> torch.Tensor:
+    """Mean KL(p_i || mean_j p_j): 0 when every sample gets the same output (collapse)."""
+    mean = p.mean(0, keepdim=True)
+    return (p * (p.clamp_min(1e-12).log() - mean.clamp_min(1e-12).log())).sum(-1).mean()
+
+
+def _all_sum(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        x = x.clone()
+        dist.all_reduce(x)
+    return x
+
+
+@torch.no_grad()
+def sinkhorn_knopp(logits: torch.Tensor, temperature: float, iterations: int = 3) -> torch.Tensor:
+    """SwAV/DINOv2 Sinkhorn-Knopp centering: soft assignments with equal prototype usage per batch."""
+    q = torch.exp((logits.float() - logits.float().max()) / temperature).t()  # [K, B]
+    K = q.shape[0]
+    B = int(_all_sum(torch.tensor(float(q.shape[1]), device=q.device)).item())
+    q /= _all_sum(q.sum())
+    for _ in range(iterations):
+        q /= _all_sum(q.sum(dim=1, keepdim=True)).clamp_min(1e-30)
+        q /= K
+        q /= q.sum(dim=0, keepdim=True).clamp_min(1e-30)
+        q /= B
+    return (q * B).t()
+
+
 def _all_mean(x: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         x = x.clone()
@@ -94,11 +128,15 @@ class POA(nn.Module):
                  ibot_weight: float = 0.0, ibot_out_dim: Optional[int] = None,
                  ibot_mask_ratio: Tuple[float, float] = (0.1, 0.5), ibot_mask_prob: float = 0.5,
                  koleo_weight: float = 0.0, momentum: Tuple[float, float] = (0.996, 1.0),
-                 momentum_kind: str = "cosine") -> None:
+                 momentum_kind: str = "cosine", centering: str = "ema") -> None:
         super().__init__()
+        if centering not in ("ema", "sinkhorn"):
+            raise ValueError(f"poa: centering must be 'ema' (DINO) or 'sinkhorn' (DINOv2), got {centering!r}")
+        self.centering = centering
         if not hasattr(encoder, "size_grid"):
             raise TypeError(f"poa needs an elastic encoder (elastic_vit), got {type(encoder).__name__}")
         self.encoder = encoder
+        self.find_unused_parameters = True  # DDP: mask token / unused slices get no gradient
         grid = [s for s in encoder.size_grid(widths, depths) if s != (encoder.dim, encoder.depth)]
         if not grid:
             raise ValueError("poa: the width/depth grid holds no sub-network smaller than the full model")
@@ -135,6 +173,8 @@ class POA(nn.Module):
         return self.sizes[int(torch.multinomial(self.size_probs.cpu(), 1))]
 
     def _teacher_probs(self, logits: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        if self.centering == "sinkhorn":
+            return sinkhorn_knopp(logits, float(self.teacher_temp))
         return F.softmax((logits - center) / self.teacher_temp, dim=-1)
 
     @torch.no_grad()
@@ -170,7 +210,10 @@ class POA(nn.Module):
         with torch.no_grad():
             t_tokens = [t["encoder"](v) for v in globals_]
             t_logits = [t["head"](t["encoder"].pool(tok)) for tok in t_tokens]
-            t_probs = [self._teacher_probs(lg, self.center) for lg in t_logits]
+            if self.centering == "sinkhorn":  # joint over the global views, as in DINOv2
+                t_probs = list(self._teacher_probs(torch.cat(t_logits), self.center).chunk(n_global))
+            else:
+                t_probs = [self._teacher_probs(lg, self.center) for lg in t_logits]
 
         width, depth = self.sample_size()
         intact_logits, elastic_logits, intact_tokens = [], [], []
@@ -183,13 +226,21 @@ class POA(nn.Module):
 
         loss_ti = dino_cross_entropy(t_probs, intact_logits, self.student_temp)
         loss_te = dino_cross_entropy(t_probs, elastic_logits, self.student_temp)
+        # intact -> elastic: KL(p_intact || p_elastic) (same gradient as the cross-entropy; targets detached)
         loss_ie = torch.stack([
-            -(F.softmax(s.detach() / self.student_temp, dim=-1) * F.log_softmax(e / self.student_temp, dim=-1)).sum(-1).mean()
+            F.kl_div(F.log_softmax(e / self.student_temp, dim=-1), F.log_softmax(s.detach() / self.student_temp, dim=-1),
+                     reduction="batchmean", log_target=True)
             for s, e in zip(intact_logits, elastic_logits)]).mean()
         loss = loss_ti + self.elastic_weight * loss_te + self.distill_weight * loss_ie
         out: Dict[str, Any] = {"dino_teacher_intact": loss_ti.detach(), "dino_teacher_elastic": loss_te.detach(),
                                "distill_intact_elastic": loss_ie.detach(), "elastic_width": float(width),
-                               "elastic_depth": float(depth), "teacher_temp": float(self.teacher_temp)}
+                               "elastic_depth": float(depth), "teacher_temp": float(self.teacher_temp),
+                               # collapse diagnostics (DINO Sec. 5.3): per-sample entropy and KL to the batch mean
+                               "teacher_entropy": _entropy(torch.cat(t_probs)).detach(),
+                               "teacher_kl_to_mean": _kl_to_mean(torch.cat(t_probs)).detach()}
+        # CE = H(teacher) + KL(teacher || student): the KL part is what the students can lower
+        out["kl_teacher_intact"] = (loss_ti - out["teacher_entropy"]).detach()
+        out["kl_teacher_elastic"] = (loss_te - out["teacher_entropy"]).detach()
         if use_ibot:
             loss_ibot = self._ibot_loss(t_tokens, intact_tokens[:n_global], masks)
             loss = loss + self.ibot_weight * loss_ibot

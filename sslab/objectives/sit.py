@@ -129,11 +129,12 @@ class SiT(nn.Module):
                  temperature: float = 0.2, proj_dim: int = 128, proj_hidden: int = 512,
                  decoder_hidden: Optional[int] = None, corrupt_ratio: Tuple[float, float] = (0.5, 0.7),
                  noise_prob: float = 0.5, max_block_frac: float = 0.3, momentum: Tuple[float, float] = (0.996, 1.0),
-                 momentum_kind: str = "cosine", predictor: bool = True) -> None:
+                 momentum_kind: str = "cosine", predictor: bool = False) -> None:
         super().__init__()
         if recon_weight < 0 or contrastive_weight < 0 or recon_weight + contrastive_weight == 0:
             raise ValueError("sit: weights must be >= 0 and not both zero")
         self.encoder = encoder
+        self.find_unused_parameters = True  # DDP: mask token / unused slices get no gradient
         self.recon_weight, self.contrastive_weight, self.temperature = recon_weight, contrastive_weight, temperature
         self.decoder = PixelDecoder(encoder.dim, encoder.patch_size, encoder.in_chans, decoder_hidden)
         self.head = ProjectionHead(encoder.dim, proj_hidden, proj_dim)

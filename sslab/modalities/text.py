@@ -101,7 +101,9 @@ class TextModality(Modality):
             if saved.is_file():
                 self._tokenizer = load_tokenizer(saved)
             else:
-                texts = [d.text for d in self.documents()]
+                # metadata strings are part of the tokenizer corpus so MeCo prefixes tokenize compactly
+                docs = self.documents()
+                texts = [d.text for d in docs] + sorted({d.metadata for d in docs if d.metadata})
                 cache = self.data.tokenizer_cache or None
                 self._tokenizer = cached_tokenizer(texts, self.data.vocab_size, cache, self.data.lowercase)
         return self._tokenizer

@@ -158,8 +158,12 @@ class TokenizedTable:
     ``type_ids [C]``, ``num_z [R, C]`` (z-scored numeric value, 0 where missing/not numeric),
     ``num_valid [R, C]``."""
 
-    def __init__(self, table: Table, tokenizer: TableTokenizer) -> None:
+    def __init__(self, table: Table, tokenizer: TableTokenizer,
+                 num_stats: Optional[Dict[str, Tuple[float, float]]] = None) -> None:
+        """``num_stats``: per numeric column (mean, std) for ``num_z`` — pass a training split's
+        ``.num_stats`` when tokenizing its test split; by default computed on ``table``."""
         self.table = table
+        self.num_stats: Dict[str, Tuple[float, float]] = {}
         cols = table.schema.columns
         R, C = len(table), len(cols)
         self.columns = [c.name for c in cols]
@@ -192,7 +196,11 @@ class TokenizedTable:
             if spec.type == "numeric":
                 arr = col.to_numpy(dtype=np.float64)
                 ok = np.isfinite(arr)
-                mu, sd = float(arr[ok].mean()), float(arr[ok].std()) or 1.0
+                if num_stats is not None and spec.name in num_stats:
+                    mu, sd = num_stats[spec.name]
+                else:
+                    mu, sd = float(arr[ok].mean()), float(arr[ok].std()) or 1.0
+                self.num_stats[spec.name] = (mu, sd)
                 num_z[ok, j] = np.clip((arr[ok] - mu) / sd, -5, 5)
                 num_valid[:, j] = ok
         self.value_ids = torch.from_numpy(value_ids)

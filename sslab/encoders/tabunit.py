@@ -5,6 +5,9 @@ Each cell is built from three parts (UniTabE's TabUnit):
 * column name: mean of its WordPiece token embeddings -> ``n``;
 * value: token embeddings + place-value/index position + data-type embedding, a per-token MLP
   (non-linear, so digit order matters) and a masked mean -> ``v``;
+* numeric cells also get ``MLP(z)`` of their column-standardised value added to ``v``
+  (``numeric_scalar=True``; a TransTab-style addition to UniTabE's digit tokens that makes magnitudes
+  directly readable; set it False for the pure digit-token design);
 * a gated link between name and value, ``g = sigmoid(W_g [n; v])``, ``cell = LN(W_n n + g * W_v v + e_type)``.
 
 A row is ``[CLS] + cells`` fed to a pre-norm Transformer encoder **without positional embeddings over
@@ -41,7 +44,7 @@ class TabUnitEncoder(nn.Module):
 
     def __init__(self, vocab_size: Optional[int] = None, tokenizer: Optional[str] = None, dim: int = 128,
                  depth: int = 3, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.1,
-                 digits: int = 4) -> None:
+                 digits: int = 4, numeric_scalar: bool = True) -> None:
         super().__init__()
         if tokenizer is not None:
             tok_vocab = TableTokenizer.from_str(tokenizer, digits).vocab_size
@@ -65,6 +68,9 @@ class TabUnitEncoder(nn.Module):
         self.gate = nn.Linear(2 * dim, dim)
         self.cell_norm = nn.LayerNorm(dim)
         self.mask_value = nn.Parameter(torch.zeros(dim))
+        self.numeric_scalar = numeric_scalar
+        if numeric_scalar:  # TransTab-style magnitude feature added to the digit-token value vector
+            self.scalar_proj = nn.Sequential(nn.Linear(1, dim), nn.GELU(), nn.Linear(dim, dim))
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         layer = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
@@ -96,6 +102,9 @@ class TabUnitEncoder(nn.Module):
         v = torch.zeros(B * C, self.dim, dtype=h.dtype, device=h.device).index_add_(0, cell_of, h)
         count = torch.zeros(B * C, dtype=h.dtype, device=h.device).index_add_(0, cell_of, torch.ones_like(cell_of, dtype=h.dtype))
         v = (v / count.clamp_min(1.0).unsqueeze(-1)).reshape(B, C, self.dim)
+        if self.numeric_scalar and "num_z" in inputs:
+            z = inputs["num_z"].to(v.dtype).unsqueeze(-1)
+            v = v + self.scalar_proj(z) * inputs["num_valid"].unsqueeze(-1).to(v.dtype)
         if mask is not None:
             v = torch.where(mask.unsqueeze(-1), self.mask_value.to(v.dtype).expand_as(v), v)
         g = torch.sigmoid(self.gate(torch.cat([n, v], -1)))

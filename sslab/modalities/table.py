@@ -148,22 +148,25 @@ class TableModality(Modality):
         tr, te = split_indices(table, self.data.test_fraction, self.data.split_seed)
         return table.subset(tr), table.subset(te)
 
-    def labelled_rows(self, table: Table, classes: Optional[List[str]] = None) -> TableRows:
-        """Labelled rows of ``table`` (class indices follow ``classes`` when given)."""
+    def labelled_rows(self, table: Table, classes: Optional[List[str]] = None,
+                      num_stats: Optional[Dict[str, Tuple[float, float]]] = None) -> TableRows:
+        """Labelled rows of ``table`` (class indices follow ``classes``; numeric standardisation uses
+        ``num_stats``, e.g. the training split's, when given)."""
         if table.schema.task == "regression":
             y = table.labels()[0]
         else:
             classes = classes or table.labels()[1]
             index = {c: i for i, c in enumerate(classes)}
             y = np.array([index[str(v)] for v in table.target])
-        return TableRows([TokenizedTable(table, self.tokenizer)], labels=y)
+        return TableRows([TokenizedTable(table, self.tokenizer, num_stats)], labels=y)
 
     def probe_tasks(self) -> List[ProbeTask]:
         train, test = self.labelled_split()
         task = "regression" if train.schema.task == "regression" else "multiclass"
         classes = None if task == "regression" else train.labels()[1]
-        return [ProbeTask(train.name, task, self.labelled_rows(train, classes), self.labelled_rows(test, classes),
-                          collate_fn=TableCollator(), class_names=classes)]
+        train_rows = self.labelled_rows(train, classes)
+        test_rows = self.labelled_rows(test, classes, train_rows.tables[0].num_stats)
+        return [ProbeTask(train.name, task, train_rows, test_rows, collate_fn=TableCollator(), class_names=classes)]
 
     # ---------------------------------------------------------------- model
     def build_encoder(self) -> nn.Module:

@@ -199,3 +199,19 @@ def test_save_pretrained_round_trip_loads_in_ctc(tmp_path):
         Wav2Vec2Encoder(pretrained=str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="exactly one"):
         Wav2Vec2Encoder()
+
+
+def test_embedding_layers_and_frame_level():
+    enc = _tiny().eval()
+    batch = _batch(B=2, T=16000, lengths=[16000, 8000])
+    with torch.no_grad():
+        last = enc.tokens(batch)
+        first = enc.tokens(batch, layer=1)
+        frame = enc.embed(batch, layer=1, level="frame")
+    assert last.shape == first.shape == (2, 49, 64) and not torch.allclose(last, first)
+    n_real = int(enc.frame_lengths(torch.tensor(8000)))
+    torch.testing.assert_close(frame[1], first[1, (n_real - 1) // 2])
+    with pytest.raises(ValueError, match="layer must be in"):
+        enc.tokens(batch, layer=7)
+    with pytest.raises(ValueError, match="expected waveforms"):
+        enc(torch.zeros(2, 1, 16000))

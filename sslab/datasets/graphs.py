@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from torch_geometric.data import Data
+
+if TYPE_CHECKING:  # torch_geometric is imported lazily: plugin discovery must stay cheap
+    from torch_geometric.data import Data
 
 from sslab.core.registry import DATASETS
 
@@ -196,6 +198,8 @@ def read_tu_raw(root: str | Path, name: str) -> GraphSet:
     e_sorted = e0[order]
     e_counts = np.bincount(eg, minlength=num_graphs + 1)[1:]
     e_starts = np.concatenate([[0], np.cumsum(e_counts)])
+    from torch_geometric.data import Data
+
     graphs: List[Data] = []
     for g in range(num_graphs):
         s, t = starts[g], starts[g + 1]
@@ -227,6 +231,8 @@ def load_pyg_folder(path: str | Path, name: Optional[str] = None) -> GraphSet:
     files = sorted(folder.glob("*.pt"))
     if not files:
         raise FileNotFoundError(f"{folder}: no *.pt files with torch_geometric Data objects")
+    from torch_geometric.data import Data
+
     graphs: List[Data] = []
     for fp in files:
         obj = torch.load(fp, weights_only=False)

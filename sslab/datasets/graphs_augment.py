@@ -12,16 +12,20 @@ RNG, which the core trainer seeds per batch. Collators:
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torch_geometric.data import Batch, Data
-from torch_geometric.utils import coalesce, subgraph as pyg_subgraph, to_undirected
+
+if TYPE_CHECKING:  # torch_geometric is imported lazily: plugin discovery must stay cheap
+    from torch_geometric.data import Batch, Data
 
 
 def _keep_nodes(data: Data, keep: Tensor) -> Data:
     """Induced subgraph on the sorted node ids ``keep`` (relabelled to 0..k-1); node tensors sliced."""
+    from torch_geometric.data import Data
+    from torch_geometric.utils import subgraph as pyg_subgraph
+
     keep = keep.sort().values
     ei, _ = pyg_subgraph(keep, data.edge_index, relabel_nodes=True, num_nodes=data.num_nodes)
     out = Data(edge_index=ei, num_nodes=int(keep.numel()))
@@ -40,6 +44,9 @@ def node_drop(data: Data, ratio: float = 0.2) -> Data:
 
 def edge_perturb(data: Data, ratio: float = 0.2) -> Data:
     """Remove ratio * |E| random undirected edges and add as many random new ones (GraphCL)."""
+    from torch_geometric.data import Data
+    from torch_geometric.utils import coalesce, to_undirected
+
     n = data.num_nodes
     ei = data.edge_index
     und = ei[:, ei[0] < ei[1]]
@@ -100,6 +107,8 @@ AUGMENTATIONS: Dict[str, Callable[[Data, float], Data]] = {
 
 def _strip(data: Data) -> Data:
     """Only what the encoder needs (drops labels of different dtypes that would upset batching)."""
+    from torch_geometric.data import Data
+
     return Data(x=data.x, edge_index=data.edge_index, num_nodes=data.num_nodes)
 
 
@@ -121,6 +130,8 @@ class GraphViewsCollator:
         return _strip(aug(g, self.ratio))
 
     def __call__(self, graphs: Sequence[Data]) -> Dict[str, Batch]:
+        from torch_geometric.data import Batch
+
         return {"view1": Batch.from_data_list([self._view(g) for g in graphs]),
                 "view2": Batch.from_data_list([self._view(g) for g in graphs])}
 
@@ -134,6 +145,8 @@ class GraphMaskCollator:
         self.mask_ratio = mask_ratio
 
     def __call__(self, graphs: Sequence[Data]) -> Batch:
+        from torch_geometric.data import Batch
+
         batch = Batch.from_data_list([_strip(g) for g in graphs])
         masks: List[Tensor] = []
         for g in graphs:
@@ -148,5 +161,7 @@ class GraphMaskCollator:
 
 def collate_labelled(items: Sequence[Tuple[Data, Tensor]]) -> Tuple[Batch, Tensor]:
     """Probe collate: ``(Batch of graphs, labels)``."""
+    from torch_geometric.data import Batch
+
     graphs, ys = zip(*items)
     return Batch.from_data_list([_strip(g) for g in graphs]), torch.stack([torch.as_tensor(y) for y in ys])

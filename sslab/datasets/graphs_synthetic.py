@@ -8,24 +8,30 @@ generators are networkx's (``gnp_random_graph``, ``stochastic_block_model``, ``b
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Sequence, Tuple
 
-import networkx as nx
 import numpy as np
 import torch
-from torch_geometric.data import Data
+
+if TYPE_CHECKING:
+    import networkx as nx
+    from torch_geometric.data import Data
 
 from sslab.core.registry import DATASETS
 from sslab.datasets.graphs import GraphSet, validate_graph
 
-Generator = Callable[[int, Dict[str, Any], int], nx.Graph]
+Generator = Callable[[int, Dict[str, Any], int], "nx.Graph"]
 
 
 def _er(n: int, p: Dict[str, Any], seed: int) -> nx.Graph:
+    import networkx as nx
+
     return nx.gnp_random_graph(n, float(p["p"]), seed=seed)
 
 
 def _sbm(n: int, p: Dict[str, Any], seed: int) -> nx.Graph:
+    import networkx as nx
+
     frac = np.asarray(p["block_fractions"], dtype=float)
     if frac.ndim != 1 or np.any(frac <= 0):
         raise ValueError(f"sbm: block_fractions must be positive, got {p['block_fractions']}")
@@ -39,10 +45,14 @@ def _sbm(n: int, p: Dict[str, Any], seed: int) -> nx.Graph:
 
 
 def _ba(n: int, p: Dict[str, Any], seed: int) -> nx.Graph:
+    import networkx as nx
+
     return nx.barabasi_albert_graph(n, min(int(p["m"]), n - 1), seed=seed)
 
 
 def _ws(n: int, p: Dict[str, Any], seed: int) -> nx.Graph:
+    import networkx as nx
+
     return nx.watts_strogatz_graph(n, min(int(p["k"]), n - 1), float(p["p"]), seed=seed)
 
 
@@ -88,6 +98,8 @@ def generate_family(family: str, num_graphs: int = 100, num_nodes: Sequence[int]
     merged = {**defaults, **params}
     keys, alts = zip(*_choices(merged))
     combos = list(itertools.product(*alts))
+    from torch_geometric.data import Data
+
     rng = np.random.default_rng(seed)
     graphs: List[Data] = []
     for i in range(num_graphs):

@@ -9,30 +9,34 @@ Token layout: ``forward(batch)`` returns **node tokens in PyG layout** ``[num_no
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.data import Batch
-from torch_geometric.nn import GCNConv, GINConv, global_add_pool, global_max_pool, global_mean_pool
+
+if TYPE_CHECKING:  # torch_geometric is imported lazily: plugin discovery must stay cheap
+    from torch_geometric.data import Batch
 
 from sslab.core.registry import ENCODERS
 
 
 def _gin_conv(dim: int) -> nn.Module:
     """GIN update h' = MLP((1 + eps) h + sum_{u in N(v)} h_u)   (Xu et al. 2019, eq. 4.1)."""
+    from torch_geometric.nn import GINConv
+
     mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
     return GINConv(mlp, train_eps=True)
 
 
 def _gcn_conv(dim: int) -> nn.Module:
     """GCN update H' = D^-1/2 (A + I) D^-1/2 H W   (Kipf & Welling 2017, eq. 2)."""
+    from torch_geometric.nn import GCNConv
+
     return GCNConv(dim, dim, add_self_loops=True, normalize=True)
 
 
 CONVS: Dict[str, Callable[[int], nn.Module]] = {"gin": _gin_conv, "gcn": _gcn_conv}
-POOLS: Dict[str, Callable[..., Tensor]] = {"mean": global_mean_pool, "sum": global_add_pool,
-                                           "max": global_max_pool}
+POOLS = ("mean", "sum", "max")
 
 
 class GNNEncoder(nn.Module):
@@ -90,7 +94,9 @@ class GNNEncoder(nn.Module):
 
     def pool(self, tokens: Tensor, batch: Union[Tensor, Batch, None] = None) -> Tensor:
         """Graph embeddings ``[num_graphs, dim]`` from node tokens and the PyG batch vector."""
-        if isinstance(batch, Batch) or hasattr(batch, "batch"):
+        from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+        if hasattr(batch, "batch"):
             size = getattr(batch, "num_graphs", None)
             batch = batch.batch
         else:
@@ -98,7 +104,8 @@ class GNNEncoder(nn.Module):
         if batch is None:
             batch = torch.zeros(tokens.size(0), dtype=torch.long, device=tokens.device)
             size = 1
-        return POOLS[self.pooling](tokens, batch, size)
+        pool = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}[self.pooling]
+        return pool(tokens, batch, size)
 
     def embed(self, inputs: Batch) -> Tensor:
         """``pool(forward(inputs), inputs)`` — graph-level features."""

@@ -21,10 +21,9 @@ e_m and from the barycentre (GW is non-convex) and keep the best.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from sslab.eval.graphon import (
@@ -40,6 +39,9 @@ from sslab.eval.graphon import (
 )
 
 BASIS_KINDS = ("integrated", "domain", "topological")
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
 
 
 @dataclass

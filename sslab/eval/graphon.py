@@ -24,15 +24,17 @@ for identical graphons; the non-convex solver is started from several couplings 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
-from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from sslab.datasets.graphs import GraphDataError
+
+if TYPE_CHECKING:
+    from torch_geometric.data import Data
 
 
 # ----------------------------------------------------------------------------------- graph -> matrices

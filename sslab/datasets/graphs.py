@@ -63,7 +63,7 @@ def validate_graph(data: Data, where: str) -> Data:
 
 # ----------------------------------------------------------------------------------------- TU reader
 def _read_table(path: Path, dtype: type, ncols: Optional[int] = None) -> np.ndarray:
-    """Read a comma/whitespace separated numeric text file; errors name the file."""
+    """Read a comma-separated numeric text file (TU style, spaces allowed); errors name the file."""
     try:
         df = pd.read_csv(path, header=None, sep=",", skipinitialspace=True)
     except pd.errors.EmptyDataError:
@@ -270,9 +270,6 @@ class FeatureSpec:
     kind: str = "degree"
     max_degree: int = 32  # degree one-hot has max_degree + 1 bins; larger degrees share the last bin
     num_node_labels: int = 0  # 0: infer from the data
-
-    def dim(self) -> int:
-        return sum(self.groups()) if self.kind != "attributes" else -1
 
     def groups(self) -> List[int]:
         if self.kind == "degree":

@@ -143,3 +143,25 @@ def test_adapted_encoder_steps_export_and_reload(tmp_path: Path) -> None:
     assert 1 <= dyl.on_step_end(1, 10)["dylora_rank"] <= 4
     dyl.eval()
     assert all(m.rank == 4 for m in dyl.modules() if isinstance(m, DyLoRALinear))
+
+
+def test_switch_and_rank_choices_depend_on_the_step_not_the_global_rng() -> None:
+    """DDP ranks have different global RNG streams; the frozen weights must still switch identically."""
+    spec = {"name": "adapted", "base": {"name": "text_transformer", "vocab_size": 120, "dim": 32, "depth": 1,
+                                        "heads": 4, "max_len": 32},
+            "adapter": {"kind": "switchlora", "r": 4, "target_modules": ["qkv"], "switch_every": 1}}
+    torch.manual_seed(0)
+    a = build_encoder(spec)
+    torch.manual_seed(0)
+    b = build_encoder(spec)
+    torch.manual_seed(1)
+    a.on_step_end(3, 10)
+    torch.manual_seed(2)
+    b.on_step_end(3, 10)
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), n
+    d = build_encoder({**spec, "adapter": {"kind": "dylora", "r": 8, "target_modules": ["qkv"]}})
+    torch.manual_seed(5)
+    r1 = d.on_step_end(7, 10)["dylora_rank"]
+    torch.manual_seed(6)
+    assert d.on_step_end(7, 10)["dylora_rank"] == r1

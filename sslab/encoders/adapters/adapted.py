@@ -117,7 +117,7 @@ class AdaptedEncoder(nn.Module):
             if hasattr(base, attr):
                 setattr(self, attr, getattr(base, attr))
         if self.kind == "dylora":
-            set_rank(self.base)
+            set_rank(self.base, seed=0)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.base.get_input_embeddings()
@@ -135,10 +135,11 @@ class AdaptedEncoder(nn.Module):
         return self
 
     def on_step_end(self, step: int, total_steps: int) -> Optional[Dict[str, Any]]:
+        # seeded by the step: identical on every DDP rank and across resume
         if self.kind == "dylora":
-            return {"dylora_rank": set_rank(self.base)}
+            return {"dylora_rank": set_rank(self.base, seed=step)}
         if self.kind == "switchlora" and switch_due(step, self.switch_every, self.switch_decay_steps):
-            return {"switched": switch_all(self.base, self.switch_num)}
+            return {"switched": switch_all(self.base, self.switch_num, seed=step)}
         return None
 
     def parameter_counts(self) -> Dict[str, float]:

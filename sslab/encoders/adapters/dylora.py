@@ -52,13 +52,15 @@ def dylora_layers(model: nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, DyLoRALinear)]
 
 
-def set_rank(model: nn.Module, rank: Optional[int] = None) -> Optional[int]:
-    """Set (or, with ``None``, sample) one rank for every DyLoRA layer of ``model``."""
+def set_rank(model: nn.Module, rank: Optional[int] = None, seed: Optional[int] = None) -> Optional[int]:
+    """Set (or, with ``None``, sample) one rank for every DyLoRA layer of ``model``. With ``seed``
+    (the step) the sample is the same on every DDP rank."""
     layers = dylora_layers(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no DyLoRA layers")
     if rank is None:
-        rank = layers[0].sample_rank()
+        g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        rank = int(torch.randint(layers[0].r_min, layers[0].r + 1, (), generator=g).item())
     for m in layers:
         m.sample_rank(rank)
     return rank

@@ -13,6 +13,7 @@ switched vectors (the module cannot see the optimizer); switching frequency deca
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,16 +46,19 @@ class SwitchLoRALinear(nn.Module):
         return self.base(x) + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
 
     @torch.no_grad()
-    def switch(self, num: int = 1) -> int:
+    def switch(self, num: int = 1, generator: Optional[torch.Generator] = None) -> int:
         """Swap ``num`` random columns of B and ``num`` random rows of A with pool vectors."""
         num = min(num, self.r)
         W = self.base.weight
-        for i, j in zip(torch.randperm(self.r)[:num].tolist(), torch.randint(len(self.cand_B), (num,)).tolist()):
+        g = generator
+        pick = lambda: zip(torch.randperm(self.r, generator=g)[:num].tolist(),  # noqa: E731
+                           torch.randint(len(self.cand_B), (num,), generator=g).tolist())
+        for i, j in pick():
             old, new = self.lora_B[:, i].clone(), self.cand_B[j].clone()
             W.add_(self.scaling * torch.outer(old - new, self.lora_A[i]))
             self.lora_B[:, i] = new
             self.cand_B[j] = old
-        for i, j in zip(torch.randperm(self.r)[:num].tolist(), torch.randint(len(self.cand_A), (num,)).tolist()):
+        for i, j in pick():
             old, new = self.lora_A[i].clone(), self.cand_A[j].clone()
             W.add_(self.scaling * torch.outer(self.lora_B[:, i], old - new))
             self.lora_A[i] = new
@@ -66,8 +70,12 @@ def switchlora_layers(model: nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, SwitchLoRALinear)]
 
 
-def switch_all(model: nn.Module, num: int = 1) -> int:
-    return sum(m.switch(num) for m in switchlora_layers(model))
+def switch_all(model: nn.Module, num: int = 1, seed: Optional[int] = None) -> int:
+    """Switch ``num`` vectors per side in every layer. With ``seed`` (the step), the choice comes from
+    a generator seeded by it, so every DDP rank makes the same switch (the frozen weights are not
+    synchronised by DDP)."""
+    g = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    return sum(m.switch(num, g) for m in switchlora_layers(model))
 
 
 def switch_due(step: int, every: int, decay_steps: int = 0) -> bool:

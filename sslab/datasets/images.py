@@ -311,7 +311,8 @@ def random_resized_affine(images: torch.Tensor, size: int, scale: Tuple[float, f
     area = torch.empty(B).uniform_(*scale)
     log_r = torch.empty(B).uniform_(math.log(ratio[0]), math.log(ratio[1]))
     cw = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)
-    ch = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
+    ch = (area / cw).clamp(max=1.0)  # keep the sampled area when one side hits the border
+    cw = (area / ch).clamp(max=1.0)
     cx = (torch.rand(B) * 2 - 1) * (1 - cw)
     cy = (torch.rand(B) * 2 - 1) * (1 - ch)
     fx = torch.where(torch.rand(B) < flip_prob, -1.0, 1.0)

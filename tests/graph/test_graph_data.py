@@ -155,6 +155,12 @@ def test_sources_and_nci():
     assert len(nci) + nci.info["skipped"] == 40 and nci.task == "regression"
     spec = add_node_features(nci.graphs, FeatureSpec("node_labels", num_node_labels=119))
     assert nci.graphs[0].x.shape[1] == 119 and spec.groups() == [119]
+    from sslab.datasets.graphs_molecules import smiles_to_graphs
+
+    with pytest.raises(GraphDataError, match=r"x.smi line 2: invalid or empty SMILES 'C1CC'"):
+        smiles_to_graphs(["CCO", "C1CC"], "x.smi")
+    graphs, kept = smiles_to_graphs(["CCO", "C1CC", "c1ccccc1"], "x.smi", on_invalid="skip")
+    assert kept == [0, 2] and [g.num_nodes for g in graphs] == [3, 6]
     with pytest.raises(FileNotFoundError, match="not a TU folder"):
         load_graph_source("NOT-A-DATASET", tu_root="/nonexistent")
 

@@ -54,10 +54,11 @@ def main() -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1])
     ap.add_argument("--ft-steps", type=int, default=200, help="fine-tuning optimizer steps per run")
     ap.add_argument("--out", default="runs/table_heldout")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids spin-waiting on busy CPUs)")
     ap.add_argument("--reuse", action="store_true", help="reuse an existing pretraining run in --out")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+    torch.set_num_threads(args.threads)
 
     cfg = load_experiment(args.experiment, [f"train.steps={args.steps}", f"output_dir={args.out}",
                                             "name=pretrain", *args.overrides])

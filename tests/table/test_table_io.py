@@ -18,6 +18,15 @@ from sslab.datasets.tables_tokenize import (
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared, busy CPU extra OpenMP threads spin-wait and slow everything."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def shared() -> Path:
     if not (SHARED / "tables").is_dir():

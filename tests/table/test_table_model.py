@@ -20,6 +20,15 @@ from sslab.objectives.tabular import (
 from sslab.objectives.tabular_finetune import FinetuneConfig, finetune, predict, training_loss
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared, busy CPU extra OpenMP threads spin-wait and slow everything."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def toy():
     df = pd.DataFrame({

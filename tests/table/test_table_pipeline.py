@@ -16,6 +16,15 @@ from sslab.datasets.tables import TableError
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared, busy CPU extra OpenMP threads spin-wait and slow everything."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _cfg(tmp_path: Path, **data) -> ExperimentConfig:
     base = {"pretrain": ["sklearn:wine", "sklearn:iris", "sklearn:diabetes"], "eval": "sklearn:breast_cancer",
             "vocab_size": 300, **data}

@@ -217,13 +217,11 @@ def probe_sizes(run: Any, sizes: Optional[List[Tuple[int, int]]] = None, cfg: An
 
 def plot_size_probe(rows: List[Dict[str, Any]], out_png: Any) -> Any:
     """Probe accuracy (linear and kNN) against parameter count, pretrained vs random init."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's (e.g. notebook) backend alone
 
     rows = [r for r in rows if r.get("label_fraction", 1.0) == 1.0]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    fig = Figure(figsize=(9, 3.4))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, metric in zip(axes, ("accuracy", "knn_accuracy")):
         for init, style in (("pretrained", "o-"), ("random_init", "s--")):
             pts = sorted((r["num_params"], r[metric], f"w{r['width']}d{r['depth']}") for r in rows
@@ -241,5 +239,4 @@ def plot_size_probe(rows: List[Dict[str, Any]], out_png: Any) -> Any:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
-    plt.close(fig)
     return out_png

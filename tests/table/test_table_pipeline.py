@@ -58,6 +58,15 @@ def test_bad_data_sections(tmp_path: Path) -> None:
         build_modality(_cfg(tmp_path, pretrain=["csv:mine"])).pretrain_tables()
 
 
+def test_include_targets_and_row_cap(tmp_path: Path) -> None:
+    modality = build_modality(_cfg(tmp_path, include_targets=True, max_rows_per_table=100))
+    wine, iris, diabetes = modality.pretrain_tables()
+    assert wine.schema.names[-1] == "target" and wine.schema.type_of("target") == "categorical"
+    assert diabetes.schema.type_of("target") == "numeric"
+    assert len(wine) == len(iris) == len(diabetes) == 100
+    assert set(wine.frame["target"]) == {"class_0", "class_1", "class_2"}
+
+
 def test_pretrain_and_probe_through_core(tmp_path: Path) -> None:
     from sslab.run import probe, pretrain
 

@@ -109,3 +109,17 @@ def test_config_errors(tmp_path):
         SpeechModality(_cfg(tmp_path, "e", "data.source=folder"))
     with pytest.raises(ConfigError, match="unknown task 'emotion'"):
         SpeechModality(_cfg(tmp_path, "e", "data.probe_tasks=[emotion]"))
+
+
+def test_language_temperature_resampling_and_min_collate(tmp_path, shared_data):
+    m = SpeechModality(_cfg(tmp_path, "t", f"encoder.config={json.dumps(TINY)}", "data.language_alpha=0.0",
+                            "data.epoch_size=3000", "data.collate=min", shared=shared_data))
+    ds, collate = m.pretrain_data()
+    assert len(ds) == 3000
+    langs = [m.corpus().items[int(i)].language for i in ds.draw]
+    share = {l: langs.count(l) / len(langs) for l in ("en", "ru", "zh")}
+    assert all(abs(v - 1 / 3) < 0.04 for v in share.values()), share  # alpha=0: uniform over languages
+    with seeded_rng(0):
+        batch = collate([ds[i] for i in range(3)])
+    assert bool(batch["attention_mask"].all()) and batch["mask_time_indices"].any(-1).all()
+    assert (batch["negative_indices"][batch["mask_time_indices"]] >= 0).all()

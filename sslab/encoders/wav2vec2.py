@@ -38,8 +38,12 @@ def _load_pretraining_model(pretrained: Optional[str], config: Optional[Mapping[
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"wav2vec2 encoder: {path} is not a local HF model folder (no config.json); "
                                     "sslab never downloads weights")
+        import transformers
+
+        dtype_kw = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         model, info = Wav2Vec2ForPreTraining.from_pretrained(
-            str(path), local_files_only=True, output_loading_info=True, dtype=torch.float32, **dict(overrides))
+            str(path), local_files_only=True, output_loading_info=True, **{dtype_kw: torch.float32},
+            **dict(overrides))
         missing = [k for k in info.get("missing_keys", []) if k]
         if any(k.startswith(("quantizer.", "project_q", "project_hid")) for k in missing):
             warnings.warn(f"{path}: checkpoint has no quantizer/projection heads (fine-tuned or bare "

@@ -101,37 +101,43 @@ _MORPH_PHRASES = {
 }
 
 
-def synthetic_report(labels: Dict[str, float], rng: np.random.Generator) -> str:
+REPORT_FACTS: Tuple[str, ...] = ("rate", "regularity", "bpm", "morphology", "noise")
+
+
+def synthetic_report(labels: Dict[str, float], rng: np.random.Generator,
+                     facts: Sequence[str] = REPORT_FACTS) -> str:
     """A templated report of one synthetic record from its generating parameters (``heart_rate``,
-    ``hrv``, ``noise``, ``morphology``, ``rhythm``)."""
+    ``hrv``, ``noise``, ``morphology``, ``rhythm``); ``facts`` selects which sentences are written
+    (default all: rate class, regularity, the rate in bpm for half of the records, morphology, noise)."""
     from sslab.datasets.ecg_synthetic import MORPHOLOGIES
 
+    unknown = sorted(set(facts) - set(REPORT_FACTS))
+    if unknown or not facts:
+        raise ValueError(f"synthetic report facts must be a non-empty subset of {REPORT_FACTS}, got {list(facts)}")
     rate = int(labels["rhythm"])
     morph = MORPHOLOGIES[int(labels["morphology"])]
     hr = float(labels["heart_rate"])
     pick = lambda opts: opts[int(rng.integers(len(opts)))]  # noqa: E731
-    parts: List[str] = []
-    if morph == "af_like":
-        parts.append(f"atrial fibrillation with {_AF_RATE[rate]} ventricular response.")
-        parts.append("irregularly irregular rhythm.")
-    else:
-        parts.append(pick(_RATE_PHRASES[rate]))
-        parts.append("marked sinus arrhythmia." if labels["hrv"] > 4.0 else pick(("regular rhythm.", "regular rr intervals.")))
-    if rng.random() < 0.5:
-        parts.append(f"rate {int(round(hr))} bpm.")
-    parts.append(pick(_MORPH_PHRASES[morph]))
-    noise = float(labels["noise"])
-    parts.append("noisy recording." if noise > 0.05 else ("good signal quality." if noise < 0.02 else "acceptable signal quality."))
-    return " ".join(parts)
+    af = morph == "af_like"
+    sentences = {
+        "rate": f"atrial fibrillation with {_AF_RATE[rate]} ventricular response." if af else pick(_RATE_PHRASES[rate]),
+        "regularity": "irregularly irregular rhythm." if af else (
+            "marked sinus arrhythmia." if labels["hrv"] > 4.0 else pick(("regular rhythm.", "regular rr intervals."))),
+        "bpm": f"rate {int(round(hr))} bpm." if rng.random() < 0.5 else "",
+        "morphology": pick(_MORPH_PHRASES[morph]),
+        "noise": "noisy recording." if labels["noise"] > 0.05 else (
+            "good signal quality." if labels["noise"] < 0.02 else "acceptable signal quality."),
+    }
+    return " ".join(sentences[f] for f in REPORT_FACTS if f in facts and sentences[f])
 
 
-def synthetic_reports(labels: Dict[str, np.ndarray], seed: int = 0) -> List[str]:
+def synthetic_reports(labels: Dict[str, np.ndarray], seed: int = 0, facts: Sequence[str] = REPORT_FACTS) -> List[str]:
     """One report per synthetic record (deterministic in ``seed`` and the record index)."""
     n = len(next(iter(labels.values())))
     out = []
     for i in range(n):
         rng = np.random.default_rng([seed, 7919, i])
-        out.append(synthetic_report({k: v[i] for k, v in labels.items()}, rng))
+        out.append(synthetic_report({k: v[i] for k, v in labels.items()}, rng, facts))
     return out
 
 

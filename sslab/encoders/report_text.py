@@ -127,7 +127,7 @@ def mlm_pretrain(encoder: ReportTextEncoder, tokenizer, texts: Iterable[str], st
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 

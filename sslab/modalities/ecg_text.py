@@ -93,6 +93,7 @@ class ECGTextDataConfig:
     synthetic: Dict[str, Any] = field(default_factory=dict)
     test_fraction: float = 0.25
     probe_labels: List[str] = field(default_factory=lambda: ["rhythm", "morphology"])
+    report_facts: List[str] = field(default_factory=lambda: ["rate", "regularity", "bpm", "morphology", "noise"])
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
 
 
@@ -157,7 +158,7 @@ class ECGTextModality(Modality):
             d = self.data
             scfg = from_dict(SyntheticECGConfig, {"fs": d.fs, **d.synthetic}, path="data.synthetic")
             sig, lab = generate(scfg, d.cache_dir, d.workers, progress=self.cfg.train.progress)
-            reports = synthetic_reports(lab, seed=scfg.seed)
+            reports = synthetic_reports(lab, seed=scfg.seed, facts=d.report_facts)
             n_test = int(round(d.test_fraction * scfg.n_records))
             idx = np.arange(scfg.n_records)
             self._synthetic = (sig, lab, reports, idx[: scfg.n_records - n_test], idx[scfg.n_records - n_test:])

@@ -47,6 +47,22 @@ def evenly_spaced_blocks(total: int, depth: int) -> List[int]:
     return [int(round(i * (total - 1) / (depth - 1))) for i in range(depth)]
 
 
+def check_elastic_supported(m: nn.Module) -> None:
+    """Raise ``ValueError`` unless timm ViT ``m`` has the structure the elastic forward slices."""
+    from timm.layers import Mlp
+
+    if m.num_prefix_tokens != 1 or m.cls_token is None or getattr(m, "no_embed_class", False):
+        raise ValueError("elastic_vit needs a class token, no register tokens and pos_embed covering it")
+    for i, blk in enumerate(m.blocks):
+        if not isinstance(blk.attn.norm, nn.Identity) or getattr(blk.attn, "gate", None) is not None:
+            raise ValueError(f"elastic_vit: block {i} uses attention scale-norm/gating (unsupported)")
+        if type(blk.mlp) is not Mlp:
+            raise ValueError(f"elastic_vit: block {i} has a {type(blk.mlp).__name__} MLP; only timm Mlp is supported")
+        for norm in (blk.norm1, blk.norm2):
+            if not isinstance(norm, (nn.LayerNorm, nn.Identity)):
+                raise ValueError(f"elastic_vit: block {i} uses {type(norm).__name__}; only LayerNorm is supported")
+
+
 @ENCODERS.register("elastic_vit")
 class ElasticViT(TimmViT):
     """timm ViT whose ``forward(x, mask=None, width=None, depth=None)`` runs any sub-size.
@@ -58,11 +74,7 @@ class ElasticViT(TimmViT):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         m = self.model
-        if m.num_prefix_tokens != 1 or m.cls_token is None or getattr(m, "no_embed_class", False):
-            raise ValueError("elastic_vit needs a class token, no register tokens and pos_embed covering it")
-        for i, blk in enumerate(m.blocks):
-            if not isinstance(blk.attn.norm, nn.Identity) or getattr(blk.attn, "gate", None) is not None:
-                raise ValueError(f"elastic_vit: block {i} uses attention scale-norm/gating (unsupported)")
+        check_elastic_supported(m)
         self.head_dim: int = m.blocks[0].attn.head_dim
         self.num_heads: int = m.blocks[0].attn.num_heads
         self.mlp_hidden: int = m.blocks[0].mlp.fc1.out_features

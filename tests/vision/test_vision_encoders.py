@@ -6,7 +6,7 @@ import timm
 import torch
 
 from sslab.core.export import build_encoder, load_encoder, save_encoder
-from sslab.encoders.elastic_vit import ElasticViT, evenly_spaced_blocks
+from sslab.encoders.elastic_vit import ElasticViT, check_elastic_supported, evenly_spaced_blocks
 from sslab.encoders.vit_timm import TimmViT
 
 torch.set_num_threads(1)
@@ -114,5 +114,13 @@ def test_build_from_registry_and_rgb():
     enc = build_encoder({"name": "elastic_vit", "img_size": 32, "patch_size": 8, "in_chans": 3,
                          "embed_dim": 64, "depth": 2, "num_heads": 2})
     assert enc(torch.randn(2, 3, 32, 32)).shape == (2, 17, 64) and enc.dim == 64
+    from timm.layers import SwiGLUPacked
+
+    swiglu = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=16, patch_size=4, depth=1,
+                               mlp_layer=SwiGLUPacked)
+    with pytest.raises(ValueError, match="GluMlp MLP; only timm Mlp"):
+        check_elastic_supported(swiglu)
+    check_elastic_supported(enc.model)
     with pytest.raises(ValueError, match="timm.create_model"):
         TimmViT(img_size=30, patch_size=7, embed_dim=50, num_heads=3)
+

@@ -84,3 +84,22 @@ def test_vision_config_errors(tmp_path):
         VisionModality(_cfg(tmp_path, "bad", {"name": "sit"}, source="jpeg")).pretrain_data()
     with pytest.raises(ValueError, match="data.path must name a MedMNIST"):
         VisionModality(_cfg(tmp_path, "bad", {"name": "sit"}, source="npz")).pretrain_data()
+
+
+def test_poa_exact_resume(tmp_path):
+    """4 steps straight == 2 steps, stop, resume 2: elastic size draws, iBOT masks, centers, EMA teacher."""
+    objective = {"name": "poa", "out_dim": 16, "head_hidden": 16, "head_bottleneck": 8, "widths": [12, 24],
+                 "depths": [1, 2], "ibot_weight": 0.5, "koleo_weight": 0.1}
+    flat = lambda run: torch.cat([p.detach().flatten() for p in load_encoder(run).parameters()])
+    base = _cfg(tmp_path, "resumed", objective, n_local=1, local_size=8)
+    base.train.steps = 4
+    base.train.stop_after = 2
+    pretrain(base)
+    base.train.stop_after = None
+    resumed = pretrain(base)
+    straight_cfg = _cfg(tmp_path, "straight4", objective, n_local=1, local_size=8)
+    straight_cfg.train.steps = 4
+    straight = pretrain(straight_cfg)
+    assert torch.equal(flat(resumed), flat(straight))
+    steps = [json.loads(x)["step"] for x in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

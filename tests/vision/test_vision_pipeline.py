@@ -103,3 +103,12 @@ def test_poa_exact_resume(tmp_path):
     assert torch.equal(flat(resumed), flat(straight))
     steps = [json.loads(x)["step"] for x in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("name", ["sit", "poa"])
+def test_experiment_files_build(name, repo_root):
+    cfg = load_experiment(repo_root / "experiments" / "vision" / f"{name}.yaml")
+    modality = VisionModality(cfg)
+    objective = modality.build_objective(modality.build_encoder())
+    assert cfg.data["source"] == "npz" and "pneumoniamnist" in cfg.data["path"]
+    assert objective.encoder.dim == 64 and objective.encoder.img_size == cfg.data["img_size"]

@@ -28,7 +28,8 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -104,6 +105,10 @@ class CorruptingCollate:
         return batch
 
 
+def _identity(image: torch.Tensor) -> torch.Tensor:
+    return image
+
+
 def collate_eval(items: Sequence[Tuple[torch.Tensor, int]]) -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items], dtype=torch.int64)
 
@@ -138,8 +143,8 @@ class VisionModality(Modality):
                   noise_prob=d.noise_prob)
         if d.augment == "monai":
             views = MultiCropViews(d.img_size, d.channels, **kw)
-            return views, lambda items: collate_views(items, d.n_global)
-        return (lambda image: image), BatchedMultiCrop(d.img_size, d.channels, **kw)
+            return views, functools.partial(collate_views, n_global=d.n_global)
+        return _identity, BatchedMultiCrop(d.img_size, d.channels, **kw)
 
     def pretrain_data(self) -> Tuple[Dataset, Optional[Callable[[Sequence[Any]], Any]]]:
         data = load_split(self.dcfg, "train", self.cfg.seed).head(self.dcfg.max_items)

@@ -34,7 +34,8 @@ def experiment(name: str, out: Path, source: str, encoder: list, steps: int, arg
         f"name={name}", "modality=speech", f"output_dir={out}", f"seed={args.seed}",
         f"data.source={source}", f"data.shared_data={args.shared_data}", f"data.max_seconds={args.max_seconds}",
         "data.probe_tasks=[speaker]", f"data.probe_layer={args.probe_layer}", "data.probe_seconds=2.0",
-        "data.synthetic={num_speakers: 8, utts_per_speaker: 8, min_seconds: 2.0, max_seconds: 4.0}",
+        f"data.synthetic={{num_speakers: 8, utts_per_speaker: 8, min_seconds: {args.max_seconds * 2 / 3:.3f}, "
+        f"max_seconds: {args.max_seconds}}}",
         "encoder.name=wav2vec2", *encoder, "objective.name=wav2vec2",
         f"train.steps={steps}", f"train.batch_size={args.batch_size}", "train.log_every=10",
         f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, steps // 10)}", "optim.weight_decay=0.01",
@@ -60,7 +61,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shared-data", default="../shared/data")
     p.add_argument("--out", default="runs/bench_speech_continue")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (oversubscribed cores crawl)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     torch.manual_seed(args.seed)

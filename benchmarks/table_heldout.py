@@ -64,9 +64,10 @@ def main() -> None:
                                             "name=pretrain", *args.overrides])
     t0 = time.time()
     run_dir = cfg.run_dir
-    if not (args.reuse and (run_dir / "encoder" / "encoder.json").is_file()):
+    reused = args.reuse and (run_dir / "encoder" / "encoder.json").is_file()
+    if not reused:
         run_dir = pretrain(cfg)
-    t_pre = time.time() - t0
+    t_pre = "reused run" if reused else f"{time.time() - t0:.0f} s"
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     losses = [m["loss"] for m in metrics if "loss" in m]
     modality = build_modality(cfg)
@@ -108,7 +109,8 @@ def main() -> None:
     keys = list(results[0][methods[0]])
     lines = [f"held-out table: {train_t.name} ({len(train_t)} train / {len(test_t)} test rows), "
              f"pretrained on {cfg.data['pretrain']} for {cfg.train.steps} steps "
-             f"(loss {np.mean(losses[:3]):.3f} -> {np.mean(losses[-3:]):.3f}, {t_pre:.0f} s)", "",
+             f"(loss {np.mean(losses[:3]):.3f} -> {np.mean(losses[-3:]):.3f}, {t_pre}), split seed "
+             f"{cfg.data.get('split_seed', 0)}", "",
              "| labels | method | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for frac in args.fractions:
         rows = [r for r in results if r["fraction"] == frac]

@@ -50,6 +50,13 @@ def test_poa_pretrain_extract_and_probe_every_size(tmp_path):
         assert torch.allclose(plain.forward_features(x), elastic(x, width=12, depth=1), atol=1e-5)
         assert torch.allclose(load_encoder(folder)(x), elastic(x, width=12, depth=1), atol=1e-5)
     meta = json.loads((folder / "config.json").read_text())
+    # timm's own pretrained-file loading path accepts the checkpoint as well
+    import timm
+
+    native = timm.create_model(meta["architecture"], pretrained=True, **meta["model_args"],
+                               pretrained_cfg_overlay={"file": str(folder / "model.safetensors"), "num_classes": 0})
+    with torch.no_grad():
+        assert torch.allclose(native.eval().forward_features(x), plain.forward_features(x), atol=1e-6)
     assert meta["model_args"]["embed_dim"] == 12 and meta["model_args"]["depth"] == 1
     assert meta["num_params"] == sum(p.numel() for p in plain.parameters())
     assert cli_main(["extract", str(run), "--width", "13", "--depth", "1"]) == 2  # clear error, no traceback

@@ -25,6 +25,7 @@ from torch import nn
 from sslab.core.ema import EMATeacher, momentum_schedule
 from sslab.core.registry import OBJECTIVES
 
+TARGET_NORMS = ("layer", "batch_layer", "none")
 LOSSES = {"l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
 
 
@@ -76,17 +77,22 @@ class JEPA(nn.Module):
             the encoder (or 4).
         momentum: (start, end) of the linear EMA schedule.
         loss: ``smooth_l1`` | ``l1`` | ``mse``.
-        target_norm: layer-normalise target features (I-JEPA).
+        target_norm: ``layer`` (I-JEPA: layer-norm each target token), ``batch_layer`` (first subtract the
+            batch mean at each patch position -- the part of the target that the predictor could read off
+            the position alone -- then layer-norm; guards short, small-batch runs against collapsing onto
+            positional features), or ``none``.
         num_patches: size of a learned position table, only for encoders without ``position_embedding``.
     """
 
     def __init__(self, encoder: nn.Module, predictor_dim: Optional[int] = None,
                  predictor_depth: Optional[int] = None, predictor_heads: Optional[int] = None,
                  momentum: Sequence[float] = (0.998, 0.9995), loss: str = "smooth_l1",
-                 target_norm: bool = True, num_patches: Optional[int] = None) -> None:
+                 target_norm: str = "layer", num_patches: Optional[int] = None) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"jepa loss must be one of {sorted(LOSSES)}, got {loss!r}")
+        if target_norm not in TARGET_NORMS:
+            raise ValueError(f"jepa target_norm must be one of {TARGET_NORMS}, got {target_norm!r}")
         if len(momentum) != 2 or not 0 <= momentum[0] <= momentum[1] <= 1:
             raise ValueError(f"jepa momentum must be (start, end) with 0 <= start <= end <= 1, got {momentum}")
         dim = int(encoder.dim)
@@ -108,7 +114,9 @@ class JEPA(nn.Module):
         x, ctx_idx, tgt_idx = batch["inputs"], batch["context_idx"], batch["target_idx"]
         with torch.no_grad():
             h = self.target(x)
-            if self.target_norm:
+            if self.target_norm == "batch_layer":
+                h = h - h.mean(dim=0, keepdim=True)
+            if self.target_norm != "none":
                 h = F.layer_norm(h, h.shape[-1:])
             h = _gather(h, tgt_idx)
         ctx = self.encoder(x, mask=ctx_idx)

@@ -42,6 +42,8 @@ def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
         enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
         save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
                      extra={"modality": cfg.modality, "steps": cfg.train.steps})
+        if hasattr(modality, "after_pretrain"):  # e.g. speech writes a HF-format folder
+            modality.after_pretrain(objective, run_dir)
     dist_utils.barrier()
     return run_dir
 

@@ -62,7 +62,8 @@ class ResumableBatchSampler(Sampler[List[Key]]):
     """
 
     def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, lengths: Optional[Sequence[int]] = None,
+                 bucket_pool: int = 0) -> None:
         if n <= 0:
             raise ValueError("the training dataset is empty")
         if batch_size * world_size > n:
@@ -72,6 +73,9 @@ class ResumableBatchSampler(Sampler[List[Key]]):
             )
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.rank, self.world_size = rank, world_size
+        if bucket_pool and (lengths is None or len(lengths) != n):
+            raise ValueError("length bucketing needs one length per sample (the dataset's `lengths`)")
+        self.lengths, self.bucket_pool = lengths, bucket_pool
         self.epoch = 0
         self.start_batch = 0
 
@@ -93,10 +97,25 @@ class ResumableBatchSampler(Sampler[List[Key]]):
             order = list(range(self.n))
         per_rank = self.n // self.world_size
         positions = list(range(self.rank, per_rank * self.world_size, self.world_size))
+        batches = [positions[b * self.batch_size:(b + 1) * self.batch_size] for b in range(self.batches_per_epoch)]
+        if self.bucket_pool:
+            batches = self._bucketed(positions, order)
         for b in range(self.start_batch, self.batches_per_epoch):
             batch_seed = mix_seed(self.seed, self.epoch, self.rank, b, 1)
-            chunk = positions[b * self.batch_size:(b + 1) * self.batch_size]
-            yield [(order[p], mix_seed(self.seed, self.epoch, p, 2), batch_seed) for p in chunk]
+            yield [(order[p], mix_seed(self.seed, self.epoch, p, 2), batch_seed) for p in batches[b]]
+
+    def _bucketed(self, positions: List[int], order: List[int]) -> List[List[int]]:
+        """Sort pools of ``batch_size * bucket_pool`` positions by sample length, cut into batches and
+        shuffle the batches (fairseq-style length bucketing: similar lengths share a batch, less padding)."""
+        assert self.lengths is not None
+        kept = positions[: self.batches_per_epoch * self.batch_size]
+        pool = self.batch_size * self.bucket_pool
+        batches: List[List[int]] = []
+        for start in range(0, len(kept), pool):
+            chunk = sorted(kept[start:start + pool], key=lambda p: self.lengths[order[p]])  # type: ignore[index]
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, self.rank, 3))
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
 class SeededDataset(Dataset):

@@ -96,7 +96,9 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.tcfg.precision, self.device)
         self.dataset, self.collate_fn = dataset, collate_fn
         self.sampler = ResumableBatchSampler(len(dataset), self.tcfg.batch_size, seed=cfg.seed,  # type: ignore[arg-type]
-                                             rank=self.rank, world_size=self.world)
+                                             rank=self.rank, world_size=self.world,
+                                             lengths=getattr(dataset, "lengths", None) if self.tcfg.length_bucketing else None,
+                                             bucket_pool=self.tcfg.length_bucketing)
         self.model = self._wrap(self.objective)
         self.forward_module: Callable[..., Dict[str, Any]] = (
             torch.compile(self.model) if self.tcfg.compile else self.model)  # type: ignore[assignment]

@@ -148,3 +148,19 @@ def test_dataset_smaller_than_batch_is_an_error(tmp_path):
     cfg = make_cfg(tmp_path / "r", ["train.steps=2", "train.batch_size=1000"])
     with pytest.raises(ValueError, match="fewer than one global batch"):
         Trainer(make_objective(), RegressionData(), None, cfg, tmp_path / "r")
+
+
+def test_length_bucketing_groups_similar_lengths_and_resumes():
+    from sslab.core.data import ResumableBatchSampler
+
+    lengths = [int(x) for x in torch.randint(1, 1000, (400,), generator=torch.Generator().manual_seed(0))]
+    plain = list(ResumableBatchSampler(400, 8, seed=1))
+    bucketed = ResumableBatchSampler(400, 8, seed=1, lengths=lengths, bucket_pool=10)
+    batches = list(bucketed)
+    assert sorted(i for b in batches for i, _, _ in b) == sorted(i for b in plain for i, _, _ in b)
+    spread = lambda bs: sum(max(lengths[i] for i, _, _ in b) - min(lengths[i] for i, _, _ in b) for b in bs)  # noqa: E731
+    assert spread(batches) < 0.2 * spread(plain)
+    bucketed.set_position(0, 7)
+    assert list(bucketed) == batches[7:]
+    with pytest.raises(ValueError, match="one length per sample"):
+        ResumableBatchSampler(400, 8, lengths=lengths[:10], bucket_pool=4)

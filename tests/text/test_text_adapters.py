@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from text_helpers import one_thread  # noqa: F401
 from torch import nn
 
 from sslab.core.export import build_encoder, load_encoder, save_encoder
@@ -73,7 +74,7 @@ def test_dylora_every_truncated_rank_runs_after_training() -> None:
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     seen = set()
     first = None
-    for _ in range(60):
+    for _ in range(36):
         seen.add(set_rank(model))
         loss = ((model(x) - y) ** 2).mean()
         first = loss.item() if first is None else first

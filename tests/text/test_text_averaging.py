@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from text_helpers import one_thread  # noqa: F401
 
 from sslab.eval.averaging import average_files, average_state_dicts, resolve_weights
 

@@ -13,7 +13,7 @@ from sslab.datasets.text import (CorpusError, CorpusStats, iter_corpus, iter_jso
 from sslab.datasets.text_packing import DocumentDataset, PackedDataset, StreamingPackedDataset, pack_ids
 from sslab.datasets.text_tokenizer import (CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, load_tokenizer,
                                            save_tokenizer, special_tokens, train_tokenizer)
-from text_helpers import pydoc_docs, pydoc_tokenizer
+from text_helpers import pydoc_docs, pydoc_tokenizer, one_thread  # noqa: F401
 
 
 def test_jsonl_reads_metadata_score_and_counts_empty(tmp_path: Path) -> None:

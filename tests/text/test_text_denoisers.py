@@ -12,7 +12,7 @@ from sslab.objectives.conditional import ConditionalCollator, ConditionalObjecti
 from sslab.objectives.meco import MeCoCollator, MeCoObjective, strip_metadata
 from sslab.objectives.rts import RTSObjective, SLMObjective
 from sslab.objectives.ul2 import UL2Collator, UL2Objective, random_spans_noise_mask, span_lengths
-from text_helpers import pydoc_docs, pydoc_tokenizer, tiny_encoder
+from text_helpers import pydoc_docs, pydoc_tokenizer, tiny_encoder, one_thread  # noqa: F401
 
 
 @pytest.mark.parametrize("density,mean_span", [(0.15, 3.0), (0.5, 3.0), (0.15, 8.0), (0.5, 8.0)])

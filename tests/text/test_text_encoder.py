@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from text_helpers import one_thread  # noqa: F401
 
 from sslab.encoders.text_transformer import TextTransformer, alibi_slopes
 

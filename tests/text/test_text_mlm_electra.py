@@ -10,7 +10,7 @@ from sslab.datasets.text_packing import PackedDataset
 from sslab.datasets.text_tokenizer import MASK_ID, NUM_SPECIAL
 from sslab.objectives.electra import ElectraObjective
 from sslab.objectives.mlm import MLMObjective
-from text_helpers import pydoc_docs, pydoc_tokenizer, tiny_encoder
+from text_helpers import pydoc_docs, pydoc_tokenizer, tiny_encoder, one_thread  # noqa: F401
 
 
 def _items(n: int = 64, block: int = 64):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from text_helpers import one_thread  # noqa: F401
 
 from sslab.core.config import load_experiment
 from sslab.core.modality import build_modality

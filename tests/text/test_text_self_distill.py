@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from sslab.core.export import build_encoder, save_encoder
 from sslab.datasets.text_packing import PackedDataset
 from sslab.objectives.self_distill import SelfDistillObjective
-from text_helpers import pydoc_docs, pydoc_tokenizer
+from text_helpers import pydoc_docs, pydoc_tokenizer, one_thread  # noqa: F401
 
 
 def _spec():

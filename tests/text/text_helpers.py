@@ -25,3 +25,16 @@ def tiny_encoder(tok: Any, **kw: Any):  # type: ignore[no-untyped-def]
     args = dict(vocab_size=len(tok), dim=32, depth=2, heads=4, max_len=160)
     args.update(kw)
     return TextTransformer(**args)
+
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """Text tests run tiny ops; with 2 intra-op threads on a busy 2-core box they are ~50x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

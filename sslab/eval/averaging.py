@@ -106,7 +106,7 @@ def average_run(run_dir: PathLike, last: int = 3, weights: Weights = None,
         raise ValueError(f"last must be >= 1, got {last}")
     chosen = ckpts[-last:]
     if len(chosen) < last:
-        raise ValueError(f"{run_dir}: asked for the last {last} checkpoints but only {len(chosen)} exist "
+        raise ValueError(f"{run_dir}: asked for the last {last} checkpoints but only {len(chosen)} exist(s) "
                          f"({[p.name for p in ckpts]}); raise train.keep_last")
     avg = average_files(chosen, weights)
     enc_state = {k[len("encoder."):]: v for k, v in avg.items() if k.startswith("encoder.")}

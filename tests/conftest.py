@@ -10,7 +10,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SSLAB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)  # tiny models: one thread is faster and keeps parallel test workers apart
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 

@@ -47,6 +47,7 @@ class TrainConfig:
     batch_size: int = 32  # global batch per optimizer step = batch_size * grad_accum * world_size
     grad_accum: int = 1
     num_workers: int = 0
+    shuffle: bool = True  # False: dataset order every epoch (curricula ordered by a quality score)
     length_bucketing: int = 0  # >0: sort pools of batch_size*N samples by the dataset's `lengths` (less padding)
     device: str = "auto"  # auto (cuda > cpu) | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32

@@ -96,6 +96,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.tcfg.precision, self.device)
         self.dataset, self.collate_fn = dataset, collate_fn
         self.sampler = ResumableBatchSampler(len(dataset), self.tcfg.batch_size, seed=cfg.seed,  # type: ignore[arg-type]
+                                             shuffle=self.tcfg.shuffle,
                                              rank=self.rank, world_size=self.world,
                                              lengths=getattr(dataset, "lengths", None) if self.tcfg.length_bucketing else None,
                                              bucket_pool=self.tcfg.length_bucketing)

@@ -164,3 +164,16 @@ def test_length_bucketing_groups_similar_lengths_and_resumes():
     assert list(bucketed) == batches[7:]
     with pytest.raises(ValueError, match="one length per sample"):
         ResumableBatchSampler(400, 8, lengths=lengths[:10], bucket_pool=4)
+
+
+def test_unshuffled_order_follows_the_dataset(tmp_path):
+    seen = []
+
+    class Recording(RegressionData):
+        def __getitem__(self, i):
+            seen.append(i)
+            return super().__getitem__(i)
+
+    cfg = make_cfg(tmp_path / "r", ["train.steps=3", "train.batch_size=16", "train.shuffle=false"])
+    Trainer(make_objective(), Recording(), None, cfg, tmp_path / "r").fit()
+    assert seen == list(range(48))

@@ -73,18 +73,51 @@ def test_continued_pretraining_from_saved_checkpoint(tmp_path, shared_data):
     assert (rebuilt / "config.json").is_file()
 
 
-def test_resume_is_exact(tmp_path):
-    cfg_full = _cfg(tmp_path, "full", f"encoder.config={json.dumps(TINY)}", "train.steps=4")
-    full = pretrain(cfg_full)
-    cfg_part = _cfg(tmp_path, "part", f"encoder.config={json.dumps(TINY)}", "train.steps=4", "train.stop_after=2")
-    pretrain(cfg_part)
-    part = pretrain(_cfg(tmp_path, "part", f"encoder.config={json.dumps(TINY)}", "train.steps=4"))
+@pytest.mark.parametrize("bucketing,stop_after", [(0, 2), (2, 3)])
+def test_resume_is_exact(tmp_path, bucketing, stop_after):
+    """Interrupt after ``stop_after`` of 4 steps (2 batches per epoch: 3 = mid-epoch) and relaunch."""
+    enc = f"encoder.config={json.dumps(TINY)}"
+    bk = f"train.length_bucketing={bucketing}"
+    full = pretrain(_cfg(tmp_path, "full", enc, bk, "train.steps=4"))
+    pretrain(_cfg(tmp_path, "part", enc, bk, "train.steps=4", f"train.stop_after={stop_after}"))
+    part = pretrain(_cfg(tmp_path, "part", enc, bk, "train.steps=4"))
     a, b = load_encoder(full), load_encoder(part)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
     la = [json.loads(l)["loss"] for l in (full / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(l)["loss"] for l in (part / "metrics.jsonl").read_text().splitlines()]
     assert la == lb and len(la) == 4
+
+
+def test_length_bucketing_in_pretraining_cuts_padding(tmp_path, monkeypatch):
+    """The same pretraining run with and without ``train.length_bucketing``: padding measured on the
+    batches the trainer actually fed the objective (attention masks), every item seen once per epoch."""
+    seen: list = []
+    plain_data = SpeechModality.pretrain_data
+
+    def recording(self):
+        ds, collate = plain_data(self)
+        lengths = ds.lengths
+
+        def collate_and_record(samples):
+            batch = collate(samples)
+            real = batch["attention_mask"].sum(-1)
+            assert real.tolist() == [lengths[int(i)] for i in batch["index"]]  # `lengths` = what is loaded
+            seen.append((batch["index"].tolist(), int(real.sum()), batch["attention_mask"].numel()))
+            return batch
+
+        return ds, collate_and_record
+
+    monkeypatch.setattr(SpeechModality, "pretrain_data", recording)
+    synth = "data.synthetic={num_speakers: 2, utts_per_speaker: 4, min_seconds: 0.6, max_seconds: 2.0}"
+    padding = {}
+    for pool in (0, 4):
+        seen.clear()
+        pretrain(_cfg(tmp_path, f"b{pool}", f"encoder.config={json.dumps(TINY)}", synth, "data.max_seconds=2.0",
+                      "train.batch_size=2", "train.steps=4", f"train.length_bucketing={pool}"))
+        assert sorted(i for idx, _, _ in seen for i in idx) == list(range(8))
+        padding[pool] = 1 - sum(r for _, r, _ in seen) / sum(t for _, _, t in seen)
+    assert padding[4] < 0.5 * padding[0], padding
 
 
 def test_probe_tasks_split_by_utterance(tmp_path, shared_data):

@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/trainer_overhead.py
+	OMP_NUM_THREADS=1 $(VENV)/bin/python benchmarks/vision_throughput.py
 
 clean:
 	rm -rf runs .pytest_cache

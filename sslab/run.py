@@ -114,15 +114,13 @@ def probe(target: Union[str, Path], cfg: Optional[ExperimentConfig] = None, over
 
 def plot_probe(rows: List[Dict[str, Any]], out_png: Path) -> Path:
     """Grouped bars: headline score per task, one bar per encoder (label fraction 1.0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's (e.g. notebook) backend alone
 
     full = [r for r in rows if r.get("label_fraction", 1.0) == 1.0]
     tasks = list(dict.fromkeys(r["task"] for r in full))
     encs = list(dict.fromkeys(r["encoder"] for r in full))
-    fig, ax = plt.subplots(figsize=(max(4, 1.8 * len(tasks) + 1), 3.2))
+    fig = Figure(figsize=(max(4, 1.8 * len(tasks) + 1), 3.2))
+    ax = fig.subplots()
     width = 0.8 / max(len(encs), 1)
     for j, enc in enumerate(encs):
         vals = []
@@ -137,5 +135,4 @@ def plot_probe(rows: List[Dict[str, Any]], out_png: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
-    plt.close(fig)
     return out_png

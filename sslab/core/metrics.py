@@ -63,15 +63,13 @@ def read_metrics(path: Union[str, Path]) -> List[Dict[str, Any]]:
 def plot_loss_curve(metrics_path: Union[str, Path], out_png: Union[str, Path],
                     keys: Optional[List[str]] = None) -> Path:
     """Plot ``loss`` (and other ``loss*`` keys) against step; returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's (e.g. notebook) backend alone
 
     rows = read_metrics(metrics_path)
     if keys is None:
         keys = sorted({k for r in rows for k in r if k.startswith("loss")})
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for key in keys:
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if pts:
@@ -85,5 +83,4 @@ def plot_loss_curve(metrics_path: Union[str, Path], out_png: Union[str, Path],
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=110)
-    plt.close(fig)
     return out_png

@@ -6,18 +6,18 @@ utterances) is drawn with probability ``q_l = p_l^alpha / sum_k p_k^alpha``; utt
 within a language. ``alpha = 1`` keeps the natural distribution, ``alpha -> 0`` tends to uniform over
 languages, up-sampling low-resource languages.
 
-Length bucketing ("sortish" batching as in fairseq/ESPnet): shuffle, cut into pools of
-``batch_size * pool_factor`` items, sort each pool by length, cut into batches, shuffle the batches:
-batches hold similar lengths, so padding is small, and the order stays random.
+Length bucketing ("sortish" batching as in fairseq/ESPnet) lives in the core sampler
+(``sslab.core.data.ResumableBatchSampler``, ``train.length_bucketing: N``); it reads the dataset's
+``lengths``, which :class:`TemperatureResampledDataset` forwards from its base corpus.
+:func:`padding_fraction` measures what it saves.
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 
 def language_probabilities(languages: Sequence[Optional[str]], sizes: Optional[Sequence[float]] = None,
@@ -75,42 +75,13 @@ class TemperatureResampledDataset(Dataset):
     def __getitem__(self, i: int):
         return self.base[int(self.draw[i])]
 
-
-class LengthBucketBatchSampler(Sampler[List[int]]):
-    """Batches of indices with similar ``lengths`` (sortish batching), reshuffled every epoch."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, pool_factor: int = 50,
-                 seed: int = 0, drop_last: bool = False) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not lengths:
-            raise ValueError("cannot bucket an empty dataset")
-        self.lengths = np.asarray(lengths)
-        self.batch_size, self.pool_factor, self.seed, self.drop_last = batch_size, pool_factor, seed, drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self) -> List[List[int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=g).tolist()
-        pool = self.batch_size * self.pool_factor
-        out: List[List[int]] = []
-        for s in range(0, len(order), pool):
-            chunk = sorted(order[s:s + pool], key=lambda i: self.lengths[i])
-            for b in range(0, len(chunk), self.batch_size):
-                batch = chunk[b:b + self.batch_size]
-                if len(batch) == self.batch_size or not self.drop_last:
-                    out.append(batch)
-        perm = torch.randperm(len(out), generator=g).tolist()
-        return [out[p] for p in perm]
-
-    def __iter__(self) -> Iterator[List[int]]:
-        return iter(self.batches())
-
-    def __len__(self) -> int:
-        return len(self.batches())
+    @property
+    def lengths(self) -> List[int]:
+        """``base.lengths`` of the drawn items (for the trainer's ``train.length_bucketing``)."""
+        base_lengths = getattr(self.base, "lengths", None)
+        if base_lengths is None:
+            raise AttributeError(f"{type(self.base).__name__} has no `lengths`; length bucketing needs them")
+        return [int(base_lengths[int(j)]) for j in self.draw]
 
 
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:

@@ -13,8 +13,13 @@
     probe_seconds: 2.0    probe items are non-overlapping chunks; the train/test split is by utterance
     probe_layer: null     hidden layer to embed (null: the encoder's ``layer``); probe_level utterance|frame
 
-The HF checkpoint folder (``Wav2Vec2ForCTC.from_pretrained``-loadable) is written to ``<run>/hf`` at
-the last step; ``export_hf(run_dir)`` rebuilds it from the sslab export at any time.
+Length bucketing: the pretraining dataset exposes ``lengths`` (samples per item after resampling and
+cropping, from the validation pass or the file headers; nothing is decoded for it), so
+``train.length_bucketing: N`` makes the core sampler group similar lengths (less padding).
+
+The HF checkpoint folder (``Wav2Vec2ForCTC.from_pretrained``-loadable) is written to ``<run>/hf`` by
+:meth:`SpeechModality.after_pretrain`, which ``sslab.run.pretrain`` calls on rank 0 after the encoder
+export; ``export_hf(run_dir)`` rebuilds it from the sslab export at any time.
 """
 from __future__ import annotations
 
@@ -177,11 +182,15 @@ class SpeechModality(Modality):
             num_negatives=obj.get("num_negatives", 100))
         return ds, collate
 
-    def build_objective(self, encoder: nn.Module) -> nn.Module:
-        objective = super().build_objective(encoder)
-        if hasattr(objective, "hf_export_dir"):
-            objective.hf_export_dir = str(self.cfg.run_dir / "hf")
-        return objective
+    def after_pretrain(self, objective: nn.Module, run_dir: Path) -> Path:
+        """Write ``<run_dir>/hf`` (HF ``Wav2Vec2ForPreTraining`` folder) from the sslab encoder export.
+
+        Called once on rank 0 by ``sslab.run.pretrain`` after ``<run_dir>/encoder`` is saved. Rebuilding
+        from that export (not from ``objective.encoder``) gives the same weights as the export even when
+        the live parameters are FSDP shards."""
+        out = export_hf(run_dir, Path(run_dir) / "hf")
+        log.info("speech: HF checkpoint folder written to %s", out)
+        return out
 
     # ------------------------------------------------------------------ probes
     def probe_tasks(self) -> List[ProbeTask]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -187,7 +187,6 @@ class Wav2Vec2Objective(nn.Module):
         cfg = encoder.model.config
         self.num_codevectors = int(cfg.num_codevector_groups * cfg.num_codevectors_per_group)
         self.find_unused_parameters = bool(cfg.layerdrop > 0)  # DDP: LayerDrop skips whole blocks
-        self.hf_export_dir: Optional[str] = None  # set by the speech plugin: HF folder written at the last step
 
     # -- collator matching this objective (for the modality plugin)
     def make_collator(self, audio_collate: Callable[[Sequence[Any]], Dict[str, Any]]) -> Wav2Vec2MaskingCollator:
@@ -288,22 +287,8 @@ class Wav2Vec2Objective(nn.Module):
                           "diversity_weight, a slower Gumbel anneal or a lower learning rate", stacklevel=2)
 
     def on_step_end(self, step: int, total_steps: int) -> Dict[str, float]:
+        """Anneal the Gumbel temperature (no I/O: the HF folder is written by the speech plugin's
+        ``after_pretrain``)."""
         t = gumbel_temperature(step, total_steps, **self.gumbel)
         self.gumbel_temperature.fill_(t)
-        if self.hf_export_dir is not None and step >= total_steps:
-            self.export_hf(self.hf_export_dir)
         return {"gumbel_temperature": t}
-
-    def export_hf(self, out_dir: Any) -> None:
-        """Write the HF ``Wav2Vec2ForPreTraining`` folder (rank 0 only; not under FSDP sharding —
-        there, export with ``sslab.modalities.speech.export_hf(run_dir)`` after training)."""
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            if any(type(p).__name__ == "DTensor" for p in self.encoder.parameters()):
-                warnings.warn("wav2vec2: parameters are FSDP-sharded; skipped the HF export. Run "
-                              "sslab.modalities.speech.export_hf(run_dir) after training.", stacklevel=2)
-                return
-            if dist.get_rank() != 0:
-                return
-        self.encoder.save_pretrained(out_dir)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-ENCODER = ["encoder.patch_size=5", "encoder.dim=96", "encoder.depth=4", "encoder.heads=4"]
+ENCODER = ["encoder.patch_size=25", "encoder.dim=64", "encoder.depth=2", "encoder.heads=4"]
 SPLIT = ["data.pretrain_folds=[1,2,3,4,5]", "data.probe_train_folds=[1,2,3,4,5]", "data.probe_test_folds=[6,7]"]
 
 
@@ -49,7 +49,7 @@ def main() -> None:
         "train.ckpt_every=0", "train.log_every=10", "optim.warmup_steps=40", "optim.lr=0.0005",
         "data.vocab_size=1000", "objective.embed_dim=128", "objective.num_queries=8",
         "objective.text.dim=128", "objective.text.depth=2", "objective.text.heads=4",
-        "objective.decoder.dim=128", "objective.decoder.depth=1", "objective.mlm.steps=200",
+        "objective.decoder.dim=128", "objective.decoder.depth=1", "objective.mlm.steps=50",
         "objective.mlm.batch_size=32"])
     t0 = time.time()
     run = pretrain(cfg)

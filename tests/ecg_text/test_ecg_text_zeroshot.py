@@ -46,13 +46,13 @@ def test_short_synthetic_run_zero_shot_beats_chance(tmp_path):
 
     cfg = load_experiment("experiments/ecg_text/melp_synthetic.yaml", [
         f"output_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1",
-        "data.fs=50.0", "data.synthetic.n_records=320", "data.synthetic.duration=6.0", "data.crop_seconds=6.0",
-        "data.eval_stride_seconds=6.0", "data.test_fraction=0.3", "data.max_tokens=40",
+        "data.fs=50.0", "data.synthetic.n_records=480", "data.synthetic.duration=6.0", "data.crop_seconds=6.0",
+        "data.eval_stride_seconds=6.0", "data.test_fraction=0.2", "data.max_tokens=40",
         "data.report_facts=[rate,regularity]",
         "encoder.dim=32", "encoder.depth=1", "encoder.heads=2",
         "objective.embed_dim=32", "objective.text.dim=32", "objective.text.depth=1", "objective.text.heads=2",
         "objective.decoder.dim=32", "objective.decoder.heads=2", "objective.num_queries=3",
-        "train.steps=120", "train.batch_size=32", "train.progress=false", "optim.lr=0.003",
+        "train.steps=240", "train.batch_size=32", "train.progress=false", "optim.lr=0.003",
         "optim.warmup_steps=10"])
     run = pretrain(cfg)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -67,3 +67,11 @@ def test_short_synthetic_run_zero_shot_beats_chance(tmp_path):
     assert zs["macro_auc"] > 0.7, zs  # chance is 0.5
     # the reloaded tower reproduces the trained one (text side included): retrieval well above chance
     assert res["retrieval"]["ecg2report_text"]["R@10"] > 3 * 10 / 96
+    # the core's probe runs through the plugin's probe tasks, pretrained beside random init
+    from sslab.run import probe
+
+    rows = probe(run, progress=False)["rows"]
+    print("probe", [(r["task"], r["encoder"], round(r.get("accuracy", 0), 3)) for r in rows])
+    assert {(r["task"], r["encoder"]) for r in rows} == {
+        (t, e) for t in ("synthetic_rhythm", "synthetic_morphology") for e in ("pretrained", "random_init")}
+    assert (run / "probe.json").is_file()

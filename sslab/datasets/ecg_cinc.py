@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from sslab.core.registry import DATASETS
 from sslab.datasets.ecg_wfdb import ECGRecordError, PathLike, find_records, read_header
 
 
@@ -56,6 +57,7 @@ def header_fields(comments: Sequence[str]) -> Dict[str, str]:
     return out
 
 
+@DATASETS.register("ecg_cinc2021")
 class CinC2021:
     """A folder of CinC 2021 records with their Dx labels.
 

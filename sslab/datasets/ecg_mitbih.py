@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sslab.core.registry import DATASETS
 from sslab.datasets.ecg_wfdb import ECGRecordError, PathLike, read_record, record_base
 
 AAMI_CLASSES = ("N", "S", "V", "F", "Q")
@@ -34,6 +35,7 @@ class BeatWindows:
     skipped: Dict[str, int] = field(default_factory=dict)
 
 
+@DATASETS.register("ecg_mitbih_beats")
 def beat_windows(path: PathLike, before: float = 0.25, after: float = 0.45, fs: Optional[float] = None,
                  leads: Optional[Sequence[str]] = None, extension: str = "atr") -> BeatWindows:
     """Cut a window of ``before`` + ``after`` seconds around every annotated beat of a record."""

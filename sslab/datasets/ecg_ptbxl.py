@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from sslab.core.registry import DATASETS
 from sslab.datasets.ecg_wfdb import ECGRecordError, PathLike
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class PTBXLSplit:
     ecg_ids: List[int]
 
 
+@DATASETS.register("ecg_ptbxl")
 class PTBXL:
     """A PTB-XL folder (``ptbxl_database.csv``, ``scp_statements.csv``, ``records100/`` or ``records500/``).
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sslab.core.registry import DATASETS
 from sslab.datasets.ecg_wfdb import LEADS_12
 
 MORPHOLOGIES: Tuple[str, ...] = ("normal", "wide_qrs", "t_inversion", "low_voltage", "af_like")
@@ -179,6 +180,7 @@ def _simulate_chunk(args) -> Tuple[List[int], np.ndarray, List[Dict]]:
     return idx, np.stack([o[0] for o in outs]), [o[1] for o in outs]
 
 
+@DATASETS.register("ecg_synthetic")
 def generate(cfg: SyntheticECGConfig, cache_dir: Optional[str] = "~/.cache/sslab", workers: int = 0,
              progress: bool = True) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
     """All records of ``cfg`` -> (``[n, 12, T]`` float32 memmap/array, label arrays); cached on disk."""

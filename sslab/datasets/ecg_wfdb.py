@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from sslab.core.registry import DATASETS
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,7 @@ def strided_crops(x: np.ndarray, length: int, stride: int) -> np.ndarray:
 # --------------------------------------------------------------------------- folder dataset
 
 
+@DATASETS.register("ecg_wfdb_folder")
 class WFDBFolder(Dataset):
     """Every WFDB record under a folder, decoded lazily (use :class:`ECGRecordCache` for speed).
 

@@ -141,7 +141,7 @@ class ECGRecordCache:
             tmp = index_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.index))
             os.replace(tmp, index_path)
-        done = np.load(self.dir / "done.npy")
+        done = np.load(self.dir / "done.npy", mmap_mode="r+")  # flags flushed per chunk, no rewrites
         bad = self.index["bad"]
         todo = [i for i in range(len(self.names)) if not done[i] and self.names[i] not in bad]
         if todo:
@@ -158,7 +158,7 @@ class ECGRecordCache:
                         errors.append((self.names[i], err))
                     else:
                         done[i] = 1
-                np.save(self.dir / "done.npy", done)  # progress survives an interrupt
+                done.flush()  # progress survives an interrupt
             if errors:
                 bad.update({n: e for n, e in errors})
                 self.index["bad"] = bad

@@ -377,7 +377,7 @@ def plot_feasibility_vs_gain(rows: Sequence[Mapping[str, object]], path: str) ->
         pts = [r for r in rows if r["downstream"] == d]
         ax.scatter([r["feasibility"] for r in pts], [r["gain"] for r in pts], label=f"downstream {d}")
         for r in pts:
-            ax.annotate(str(r["pretrain"]).replace("synthetic:", "")[:10], (r["feasibility"], r["gain"]),
+            ax.annotate(str(r["pretrain"]).replace("synthetic:", "").split(":")[0], (r["feasibility"], r["gain"]),
                         fontsize=6, alpha=0.7)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("W2PGNN feasibility (-GW distance)")

@@ -4,7 +4,8 @@ same split: pretrain / probe-train folds 1-5, test folds 6-7).
 
     .venv/bin/python benchmarks/ecg_text_melp_ptbxl.py --steps 400 --jepa-steps 400 --out runs/bench_melp
 
-The probe is the ecg modality's (experiments/ecg/jepa_ptbxl_shared.yaml: 2.5 s crops every 1.25 s,
+Both pretrainings use one small encoder spec (vit1d, patch 25 = 0.25 s at 100 Hz, dim 64, depth 2; the
+ECG engineer's JEPA yaml uses patch 5, dim 96, depth 4, too slow for a shared CPU). The probe is the ecg modality's (experiments/ecg/jepa_ptbxl_shared.yaml: 2.5 s crops every 1.25 s,
 averaged; logistic regression C=0.1) so the three encoders are compared exactly as ECG-JEPA is.
 Prints a JSON summary and writes it to ``<out>/summary.json``.
 """

@@ -65,6 +65,8 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            _autoload()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

@@ -86,6 +86,8 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
             pred = model.predict(X_test)
             result["accuracy"] = float(accuracy_score(y_test, pred))
             result["macro_f1"] = float(f1_score(y_test, pred, average="macro"))
+            if len(np.unique(ytr)) == 2 and len(np.unique(y_test)) == 2:  # binary: also ROC-AUC
+                result["auc"] = float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]))
             return result
         # multilabel: y is [N, K] of 0/1; classes constant in train or test cannot be scored
         if ytr.ndim != 2:

@@ -60,3 +60,10 @@ def test_bad_inputs_are_explicit():
         linear_probe(X, np.zeros(10), X, np.zeros(10), "multiclass")
     with pytest.raises(ProbeError, match="task must be one of"):
         linear_probe(X, np.zeros(10), X, np.zeros(10), "ranking")
+
+
+def test_binary_multiclass_also_reports_auc(digits):
+    Xtr, Xte, ytr, yte = digits
+    res = linear_probe(Xtr, ytr % 2, Xte, yte % 2, "multiclass")
+    assert 0.9 < res["auc"] <= 1.0
+    assert "auc" not in linear_probe(Xtr, ytr, Xte, yte, "multiclass")

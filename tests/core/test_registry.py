@@ -37,4 +37,5 @@ def test_bad_keyword_names_builder():
 
 
 def test_plugins_are_discovered():
+    assert "mlp" in ENCODERS  # membership triggers plugin discovery too
     assert "mlp" in ENCODERS.names()

@@ -39,7 +39,7 @@ class seeded_rng:
         self._torch = torch.get_rng_state()
         self._np = np.random.get_state()
         self._py = random.getstate()
-        torch.manual_seed(self.seed)
+        torch.default_generator.manual_seed(self.seed)  # CPU only: torch.manual_seed also seeds CUDA (slow, per sample)
         np.random.seed(self.seed % (2**32))
         random.seed(self.seed)
 

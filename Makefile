@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q --durations=20
 
 bench: $(STAMP)
-	$(VENV)/bin/python benchmarks/trainer_overhead.py
+	OMP_NUM_THREADS=1 $(VENV)/bin/python benchmarks/trainer_overhead.py
 	OMP_NUM_THREADS=1 $(VENV)/bin/python benchmarks/vision_throughput.py
 
 clean:

@@ -2,7 +2,7 @@
 
 Both run the same model, data, batch size, AdamW and gradient clipping for the same number of steps,
 alternating (ours, plain, ours, plain, ...) so machine noise hits both. Prints steps/s of each and the
-ratio (target: ours >= 0.95x plain).  Usage: python benchmarks/trainer_overhead.py [--steps 60 --rounds 3]
+ratio (target: ours >= 0.95x plain).  Usage: OMP_NUM_THREADS=1 python benchmarks/trainer_overhead.py [--steps 150 --rounds 3]
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def run_plain(steps: int, batch: int, data: Dataset) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()

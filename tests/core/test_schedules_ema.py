@@ -59,3 +59,10 @@ def test_bf16_autocast_runs_on_cpu_when_asked(tmp_path):
     with pytest.raises(ValueError, match="train.precision must be one of"):
         Trainer(make_objective(), RegressionData(), None,
                 make_cfg(tmp_path / "q", ["train.precision=fp8"]), tmp_path / "q")
+
+
+def test_tensorboard_event_file_is_written(tmp_path):
+    cfg = make_cfg(tmp_path / "r", ["train.steps=3", "train.batch_size=16", "train.tensorboard=true"])
+    Trainer(make_objective(), RegressionData(), None, cfg, tmp_path / "r").fit()
+    events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

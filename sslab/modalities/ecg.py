@@ -4,6 +4,7 @@
 
     source: synthetic | ptbxl | wfdb      what to pretrain on
     probe_source: (default = source)      synthetic | ptbxl: what to probe on (synthetic->real transfer)
+    beat_probe: {path, records, ...}      extra AAMI beat probe on MIT-BIH style records (see ecg_beat_probe)
     fs, leads, crop_seconds, ...          signal handling shared by all sources
 
 Probe features are the encoder's mean-pooled tokens averaged over ``crop_seconds`` crops taken every
@@ -62,6 +63,8 @@ class ECGDataConfig:
     synthetic: Dict[str, Any] = field(default_factory=dict)  # SyntheticECGConfig fields
     test_fraction: float = 0.25
     probe_labels: List[str] = field(default_factory=lambda: ["morphology", "rhythm", "heart_rate"])
+    # beat-level AAMI probe on MIT-BIH style records (BeatProbeConfig fields; empty: off)
+    beat_probe: Dict[str, Any] = field(default_factory=dict)
 
 
 # synthetic label -> (probe task kind, class names)
@@ -129,6 +132,16 @@ class ECGModality(Modality):
             raise ConfigError(f"encoder.in_chans ({cfg.encoder.get('in_chans', 12)}) must equal the number of "
                               f"data.leads ({n_leads})")
         self._synthetic = None
+        self.beat_cfg = None
+        self.beat_data = None  # BeatProbeData of the last beat_probe_task() (counts, exclusions)
+        if d.beat_probe:
+            from sslab.datasets.ecg_beat_probe import BeatProbeConfig
+
+            self.beat_cfg = from_dict(BeatProbeConfig, d.beat_probe, path="data.beat_probe")
+            n = int(round(self.beat_cfg.before * d.fs)) + int(round(self.beat_cfg.after * d.fs))
+            if n % self.patch_size:
+                raise ConfigError(f"data.beat_probe: before + after = {n} samples at {d.fs} Hz is not a multiple "
+                                  f"of encoder.patch_size {self.patch_size}")
 
     # ------------------------------------------------------------------ sources
     def synthetic(self):
@@ -194,7 +207,27 @@ class ECGModality(Modality):
         norm = cache.fit_norm(idx, d.clip) if d.normalize else None
         return CachedCrops(cache, idx, self.crop, norm), self.collator()
 
+    def beat_probe_task(self) -> ProbeTask:
+        """AAMI N/S/V/F/Q beats of ``data.beat_probe`` records, resampled to ``data.fs``, leads placed by name."""
+        from sslab.datasets.ecg_beat_probe import BeatProbeSet, fit_beat_norm, load_beat_probe
+        from sslab.datasets.ecg_mitbih import AAMI_CLASSES
+
+        d = self.data
+        if self.beat_cfg is None:
+            raise ConfigError("data.beat_probe: not configured (needs at least {path: <folder with .atr records>})")
+        data = load_beat_probe(self.beat_cfg, d.fs, d.leads)
+        norm = fit_beat_norm(data, d.clip) if d.normalize else None
+        self.beat_data = data
+        return ProbeTask(f"beats_aami_{data.split}_split", "multiclass", BeatProbeSet(data, data.train, norm),
+                         BeatProbeSet(data, data.test, norm), None, list(AAMI_CLASSES))
+
     def probe_tasks(self) -> List[ProbeTask]:
+        tasks = self._source_probe_tasks()
+        if self.beat_cfg is not None:
+            tasks.append(self.beat_probe_task())
+        return tasks
+
+    def _source_probe_tasks(self) -> List[ProbeTask]:
         d = self.data
         src = d.probe_source or d.source
         stride = int(round(d.eval_stride_seconds * d.fs))

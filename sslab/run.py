@@ -84,7 +84,7 @@ def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg
                                         desc=f"{task.name}/{enc_name}/test")
             for frac in pc.label_fractions:
                 res = linear_probe(Xtr, ytr, Xte, yte, task.task, C=pc.C, max_iter=pc.max_iter,
-                                   label_fraction=frac, seed=cfg.seed)
+                                   label_fraction=frac, seed=cfg.seed, class_weight=pc.class_weight)
                 res["kind"] = res.pop("task")
                 row: Dict[str, Any] = {"task": task.name, "encoder": enc_name, **res}
                 if task.task == "multiclass" and frac == 1.0:

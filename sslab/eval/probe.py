@@ -53,8 +53,13 @@ def subsample(y: np.ndarray, fraction: float, task: str, seed: int = 0) -> np.nd
 
 def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  task: str = "multiclass", C: float = 1.0, max_iter: int = 2000,
-                 label_fraction: float = 1.0, seed: int = 0) -> Dict[str, Any]:
-    """Fit a linear model on frozen features and score it on the test split."""
+                 label_fraction: float = 1.0, seed: int = 0,
+                 class_weight: Optional[str] = None) -> Dict[str, Any]:
+    """Fit a linear model on frozen features and score it on the test split.
+
+    ``class_weight="balanced"`` reweights classes inversely to their frequency (imbalanced labels,
+    e.g. AAMI beat classes); multiclass results include per-class recall.
+    """
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
     from sklearn.multiclass import OneVsRestClassifier
@@ -81,11 +86,14 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
         if task == "multiclass":
             if len(np.unique(ytr)) < 2:
                 raise ProbeError("multiclass probe needs at least two classes in the training labels")
-            model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+            model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter,
+                                                                       class_weight=class_weight))
             model.fit(Xtr, ytr)
             pred = model.predict(X_test)
             result["accuracy"] = float(accuracy_score(y_test, pred))
             result["macro_f1"] = float(f1_score(y_test, pred, average="macro"))
+            result["per_class_recall"] = {str(c): float((pred[y_test == c] == c).mean())
+                                          for c in np.unique(y_test)}
             if len(np.unique(ytr)) == 2 and len(np.unique(y_test)) == 2:  # binary: also ROC-AUC
                 result["auc"] = float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]))
             return result
@@ -96,7 +104,8 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
                   if 0 < ytr[:, k].sum() < len(ytr) and 0 < y_test[:, k].sum() < len(y_test)]
         if not usable:
             raise ProbeError("multilabel probe: no class has both positives and negatives in train and test")
-        model = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(C=C, max_iter=max_iter)))
+        model = make_pipeline(StandardScaler(), OneVsRestClassifier(
+            LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight)))
         model.fit(Xtr, ytr[:, usable])
         scores = model.predict_proba(X_test)
         aucs = [roc_auc_score(y_test[:, k], scores[:, j]) for j, k in enumerate(usable)]
@@ -168,6 +177,8 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
             if c not in cols:
                 cols.append(c)
     def fmt(v: Any) -> str:
+        if isinstance(v, dict):
+            return " ".join(f"{k}:{x:.2f}" if isinstance(x, float) else f"{k}:{x}" for k, x in v.items())
         return f"{v:.4f}" if isinstance(v, float) else str(v)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]

@@ -67,3 +67,15 @@ def test_binary_multiclass_also_reports_auc(digits):
     res = linear_probe(Xtr, ytr % 2, Xte, yte % 2, "multiclass")
     assert 0.9 < res["auc"] <= 1.0
     assert "auc" not in linear_probe(Xtr, ytr, Xte, yte, "multiclass")
+
+
+def test_balanced_class_weight_recovers_a_rare_class():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (980, 2)), rng.normal(1.5, 1, (20, 2))])
+    y = np.array([0] * 980 + [1] * 20)
+    idx = rng.permutation(1000)
+    X, y = X[idx], y[idx]
+    plain = linear_probe(X[:700], y[:700], X[700:], y[700:], "multiclass")
+    balanced = linear_probe(X[:700], y[:700], X[700:], y[700:], "multiclass", class_weight="balanced")
+    assert balanced["per_class_recall"]["1"] > plain["per_class_recall"]["1"]
+    assert set(plain["per_class_recall"]) == {"0", "1"}

@@ -8,12 +8,19 @@ the objective (every text objective exposes ``collator(tokenizer, **objective_kw
     vocab_size: 2000                   tokenizer (trained on the pretraining corpus; saved in the run)
     max_len: 64                        tokens per document / packed block
     pack: false                        pack documents into max_len blocks (not for meco/conditional)
+    curriculum: none                   none | score: pretraining documents ordered by quality score
+    curriculum_order: ascending        ascending (low score first) | descending; needs train.shuffle: false
     probe: ptbxl                       ptbxl (report -> diagnostic superclass) | none | a CSV path
     probe_test_folds: [6, 7]           PTB-XL strat_fold values held out for the probe test split
 
 The probe on PTB-XL reports predicts the diagnostic superclass (NORM/MI/STTC/CD/HYP, highest SCP
 likelihood) from the free-text report; a CSV probe needs ``text`` and ``label`` columns (names
 configurable) and optionally a ``split`` column (train/test), else a stratified random split.
+
+Curriculum (issue 9, "curriculum and averaging"): with ``curriculum: score`` the pretraining dataset
+holds the documents sorted by ``TextDocument.score`` (stable; documents without a score first, counted
+in a warning) and the core feeds it in that order every epoch, which requires ``train.shuffle: false``
+and no ``train.length_bucketing`` (both would reorder batches); either is a :class:`ConfigError`.
 """
 from __future__ import annotations
 
@@ -30,11 +37,14 @@ from sslab.core.config import ConfigError, from_dict
 from sslab.core.export import build_encoder
 from sslab.core.modality import Modality, ProbeTask
 from sslab.core.registry import MODALITIES, OBJECTIVES
-from sslab.datasets.text import CorpusError, TextDocument, load_documents, ptbxl_fold, ptbxl_reports
+from sslab.datasets.text import (CorpusError, TextDocument, load_documents, order_by_score, ptbxl_fold,
+                                 ptbxl_reports)
 from sslab.datasets.text_packing import DocumentDataset, PackedDataset, pad_ids
 from sslab.datasets.text_tokenizer import PAD_ID, cached_tokenizer, load_tokenizer, save_tokenizer
 
 PER_DOCUMENT_OBJECTIVES = ("meco", "conditional")
+CURRICULA = ("none", "score")
+CURRICULUM_ORDERS = ("ascending", "descending")
 
 
 @dataclass
@@ -45,6 +55,8 @@ class TextDataConfig:
     lowercase: bool = True
     max_len: int = 64
     pack: bool = False
+    curriculum: str = "none"
+    curriculum_order: str = "ascending"
     tokenizer_cache: str = ".cache/text_tokenizers"
     probe: str = "ptbxl"
     probe_text_column: str = "text"
@@ -83,6 +95,11 @@ class TextModality(Modality):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.data: TextDataConfig = from_dict(TextDataConfig, cfg.data, path="data")
+        if self.data.curriculum not in CURRICULA:
+            raise ConfigError(f"data.curriculum={self.data.curriculum!r}: use one of {', '.join(CURRICULA)}")
+        if self.data.curriculum_order not in CURRICULUM_ORDERS:
+            raise ConfigError(f"data.curriculum_order={self.data.curriculum_order!r}: "
+                              f"use one of {', '.join(CURRICULUM_ORDERS)}")
         self._tokenizer: Any = None
         self._docs: Optional[List[TextDocument]] = None
 
@@ -108,6 +125,28 @@ class TextModality(Modality):
                 self._tokenizer = cached_tokenizer(texts, self.data.vocab_size, cache, self.data.lowercase)
         return self._tokenizer
 
+    def curriculum_documents(self) -> List[TextDocument]:
+        """The pretraining documents in training order: corpus order, or sorted by quality score
+        (``data.curriculum: score``). The tokenizer always sees the corpus order."""
+        docs = self.documents()
+        if self.data.curriculum == "none":
+            return docs
+        train = self.cfg.train
+        if train.shuffle:
+            raise ConfigError("data.curriculum='score' orders the documents, but train.shuffle is true and the "
+                              "trainer would shuffle them; set train.shuffle: false (or data.curriculum: none)")
+        if train.length_bucketing:
+            raise ConfigError(f"data.curriculum='score' needs train.length_bucketing: 0 (it is "
+                              f"{train.length_bucketing}; bucketing shuffles the batches)")
+        unscored = sum(d.score is None for d in docs)
+        if unscored == len(docs):
+            raise ConfigError(f"data.curriculum='score': none of the {len(docs)} documents has a score "
+                              "(give JSONL sources a score_field, or use data.curriculum: none)")
+        if unscored:
+            warnings.warn(f"data.curriculum='score': {unscored} of {len(docs)} documents have no score; "
+                          "they come first in every epoch")
+        return order_by_score(docs, descending=self.data.curriculum_order == "descending")
+
     # ------------------------------------------------------------------ plugin API
     def pretrain_data(self) -> Tuple[Dataset, Optional[Callable[[Sequence[Any]], Any]]]:
         tok = self.tokenizer()
@@ -123,7 +162,7 @@ class TextModality(Modality):
         enc_max = int(_encoder_spec_base(self.cfg.encoder).get("max_len", 512))
         obj.setdefault("max_len", min(enc_max, max(self.data.max_len * 2, self.data.max_len + 16)))
         collate = builder(tok, **obj)
-        docs = self.documents()
+        docs = self.curriculum_documents()
         if name in PER_DOCUMENT_OBJECTIVES or not self.data.pack:
             dataset: Dataset = DocumentDataset(docs, tok, self.data.max_len)
         else:

@@ -17,6 +17,10 @@ literature, e.g. GraphCL's unsupervised TU evaluation); :func:`summarize_folds` 
     mask_ratio: 0.15             # graph_attr_mask
     augmentations: [node_drop, edge_perturb, subgraph, attr_mask]   # graphcl
     aug_ratio: 0.2
+    finetune: {epochs: 20, batch_size: 32, lr: 0.001, weight_decay: 0.0}   # graph_finetune.finetune
+
+Supervised fine-tuning (encoder + linear head, cross-entropy, on the probe splits, pretrained vs random
+init): :func:`finetune` (``sslab.modalities.graph_finetune``).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from sslab.core.registry import MODALITIES, OBJECTIVES
 from sslab.datasets.graphs import FeatureSpec, GraphListDataset, GraphSet, add_node_features
 from sslab.datasets.graphs_augment import GraphMaskCollator, GraphViewsCollator, collate_labelled
 from sslab.datasets.graphs_sources import load_graph_source
+from sslab.modalities.graph_finetune import FinetuneConfig, finetune, finetune_task  # noqa: F401  (re-export)
 
 
 @dataclass
@@ -51,6 +56,7 @@ class GraphDataConfig:
     augmentations: List[str] = field(default_factory=lambda: ["node_drop", "edge_perturb", "subgraph",
                                                               "attr_mask"])
     aug_ratio: float = 0.2
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 COLLATORS: Dict[str, Callable[[GraphDataConfig], Callable]] = {

@@ -264,11 +264,15 @@ class ECGModality(Modality):
         return []
 
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
-        """Mean-pooled tokens, averaged over each record's crops (``{"crops", "counts"}``) -> ``[B, D]``."""
-        if isinstance(inputs, dict):
-            z = encoder.pool(encoder(inputs["crops"]))
-            counts = inputs["counts"].to(z.device)
-            seg = torch.repeat_interleave(torch.arange(len(counts), device=z.device), counts)
-            out = torch.zeros(len(counts), z.shape[1], device=z.device, dtype=z.dtype).index_add_(0, seg, z)
-            return out / counts[:, None].to(z.dtype)
-        return encoder.pool(encoder(inputs))
+        return crop_averaged_embedding(encoder, inputs)
+
+
+def crop_averaged_embedding(encoder: nn.Module, inputs: Any) -> torch.Tensor:
+    """Mean-pooled tokens, averaged over each record's crops (``{"crops", "counts"}``) -> ``[B, D]``."""
+    if isinstance(inputs, dict):
+        z = encoder.pool(encoder(inputs["crops"]))
+        counts = inputs["counts"].to(z.device)
+        seg = torch.repeat_interleave(torch.arange(len(counts), device=z.device), counts)
+        out = torch.zeros(len(counts), z.shape[1], device=z.device, dtype=z.dtype).index_add_(0, seg, z)
+        return out / counts[:, None].to(z.dtype)
+    return encoder.pool(encoder(inputs))

@@ -306,13 +306,9 @@ class ECGTextModality(Modality):
 
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         """Mean-pooled tokens averaged over each record's crops (as the ecg modality)."""
-        if isinstance(inputs, dict):
-            z = encoder.pool(encoder(inputs["crops"]))
-            counts = inputs["counts"].to(z.device)
-            seg = torch.repeat_interleave(torch.arange(len(counts), device=z.device), counts)
-            out = torch.zeros(len(counts), z.shape[1], device=z.device, dtype=z.dtype).index_add_(0, seg, z)
-            return out / counts[:, None].to(z.dtype)
-        return encoder.pool(encoder(inputs))
+        from sslab.modalities.ecg import crop_averaged_embedding
+
+        return crop_averaged_embedding(encoder, inputs)
 
     def zero_shot_prompts(self) -> Dict[str, List[str]]:
         d = self.data

@@ -135,7 +135,7 @@ def test_adapted_encoder_steps_export_and_reload(tmp_path: Path) -> None:
                                         "heads": 4, "max_len": 32},
             "adapter": {"kind": "switchlora", "r": 4, "target_modules": ["qkv", "fc2"], "switch_every": 2}}
     enc = build_encoder(spec)
-    assert enc.on_step_end(1, 10) is None and enc.on_step_end(2, 10) == {"switched": 8}
+    assert enc.on_step_end(1, 10) is None and enc.on_step_end(2, 10) == {"switched": 8, "moments_reset": 0}
     x = torch.randint(60, 120, (2, 10))
     save_encoder(enc, tmp_path)
     again = load_encoder(tmp_path)

@@ -5,7 +5,8 @@ Kinds (``ADAPTERS``):
   ``layers_to_transform`` / ``layers_pattern``; ``layers: "first:k,last:k"`` gives LayRA-style
   first/last-layers-only adaptation;
 * ``dylora``: :mod:`.dylora` (rank sampled per step, nested ranks usable after training);
-* ``switchlora``: :mod:`.switchlora` (vectors switched from a candidate pool, output unchanged).
+* ``switchlora``: :mod:`.switchlora` (vectors switched from a candidate pool, output unchanged; the
+  optimizer moments of switched pairs are zeroed and their counterparts frozen for ``freeze_steps``).
 
 ``freeze_rest=False`` (default) keeps every non-adapted parameter trainable (low-rank *pretraining*
 as in ReLoRA/SwitchLoRA: embeddings, norms and heads train fully, the adapted Linear weights are
@@ -20,13 +21,15 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+import torch
 from torch import nn
 
 from sslab.core.registry import ENCODERS
 from sslab.encoders.adapters.common import (LayerSpec, count_parameters, replace_modules, resolve_layers,
                                             target_linears)
 from sslab.encoders.adapters.dylora import DyLoRALinear, dylora_layers, set_rank
-from sslab.encoders.adapters.switchlora import SwitchLoRALinear, switch_all, switch_due
+from sslab.encoders.adapters.switchlora import (SwitchLoRALinear, switch_all, switch_due, switchlora_layers,
+                                                tick_all)
 
 ADAPTER_PARAM_MARKERS = ("lora_",)
 
@@ -67,8 +70,11 @@ def apply_dylora(model: nn.Module, names: List[str], r: int = 8, alpha: float = 
 
 
 def apply_switchlora(model: nn.Module, names: List[str], r: int = 8, alpha: float = 8.0,
-                     num_candidates: int = 0, freeze_rest: bool = False, **_: Any) -> nn.Module:
-    replace_modules(model, names, lambda lin: SwitchLoRALinear(lin, r=r, alpha=alpha, num_candidates=num_candidates))
+                     num_candidates: int = 0, freeze_steps: int = 5, reset_optimizer: bool = True,
+                     freeze_rest: bool = False, **_: Any) -> nn.Module:
+    replace_modules(model, names, lambda lin: SwitchLoRALinear(lin, r=r, alpha=alpha, num_candidates=num_candidates,
+                                                               freeze_steps=freeze_steps,
+                                                               reset_optimizer=reset_optimizer))
     _finish(model, freeze_rest)
     return model
 
@@ -80,7 +86,8 @@ ADAPTERS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 _KNOWN_KEYS = {"kind", "r", "alpha", "dropout", "target_modules", "layers", "layers_pattern", "freeze_rest",
-               "r_min", "num_candidates", "switch_every", "switch_num", "switch_decay_steps"}
+               "r_min", "num_candidates", "switch_every", "switch_num", "switch_decay_steps", "freeze_steps",
+               "reset_optimizer"}
 
 
 def apply_adapter(model: nn.Module, kind: str, target_modules: Union[str, Sequence[str]] = ("qkv", "proj"),
@@ -134,12 +141,20 @@ class AdaptedEncoder(nn.Module):
             set_rank(self.base, dylora_layers(self.base)[0].r)  # evaluate at full rank unless set_rank later
         return self
 
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """SwitchLoRA: reset moments in ``optimizer`` (bound automatically after its first step)."""
+        for m in switchlora_layers(self.base):
+            m.bind_optimizer(optimizer)
+
     def on_step_end(self, step: int, total_steps: int) -> Optional[Dict[str, Any]]:
         # seeded by the step: identical on every DDP rank and across resume
         if self.kind == "dylora":
             return {"dylora_rank": set_rank(self.base, seed=step)}
-        if self.kind == "switchlora" and switch_due(step, self.switch_every, self.switch_decay_steps):
-            return {"switched": switch_all(self.base, self.switch_num, seed=step)}
+        if self.kind == "switchlora":
+            tick_all(self.base)  # the step that just ended counts towards the freeze
+            if switch_due(step, self.switch_every, self.switch_decay_steps):
+                n = switch_all(self.base, self.switch_num, seed=step)
+                return {"switched": n, "moments_reset": sum(m.last_reset for m in switchlora_layers(self.base))}
         return None
 
     def parameter_counts(self) -> Dict[str, float]:

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from sslab.core.config import ConfigError, from_dict
 from sslab.core.modality import Modality, ProbeTask
 from sslab.core.registry import MODALITIES
-from sslab.datasets.ecg_text import (ECGTextPairs, PairSource, ReportCollator, check_reports, ptbxl_pairs,
+from sslab.datasets.ecg_text import (DEFAULT_REPORT_FACTS, ECGTextPairs, PairSource, ReportCollator, check_reports, ptbxl_pairs,
                                      synthetic_reports, wfdb_header_pairs)
 from sslab.datasets.ecg_wfdb import LEADS_12, LeadNorm
 
@@ -93,7 +93,7 @@ class ECGTextDataConfig:
     synthetic: Dict[str, Any] = field(default_factory=dict)
     test_fraction: float = 0.25
     probe_labels: List[str] = field(default_factory=lambda: ["rhythm", "morphology"])
-    report_facts: List[str] = field(default_factory=lambda: ["rate", "regularity", "bpm", "morphology", "noise"])
+    report_facts: List[str] = field(default_factory=lambda: list(DEFAULT_REPORT_FACTS))  # + "morphology" opt-in
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
 
 

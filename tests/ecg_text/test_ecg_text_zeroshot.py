@@ -38,40 +38,40 @@ def test_zero_shot_metrics_multiclass_and_multilabel():
         zero_shot_metrics(scores, np.ones((4, 2)), "multilabel", ["a", "b"])
 
 
-def test_short_synthetic_run_zero_shot_beats_chance(tmp_path):
+def test_synthetic_default_zero_shot_beats_chance(tmp_path):
+    """The shipped default (experiments/ecg_text/melp_synthetic.yaml, reports that name the rate class), only
+    shortened to 150 steps: zero-shot rate-class AUC clearly above chance (0.5), fixed seed; reload + probe."""
     from sslab.core.config import load_experiment
     from sslab.eval.zeroshot import evaluate
     from sslab.modalities.ecg_text import load_melp
     from sslab.run import pretrain
 
     cfg = load_experiment("experiments/ecg_text/melp_synthetic.yaml", [
-        f"output_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1",
-        "data.fs=50.0", "data.synthetic.n_records=480", "data.synthetic.duration=6.0", "data.crop_seconds=6.0",
-        "data.eval_stride_seconds=6.0", "data.test_fraction=0.2", "data.max_tokens=40",
-        "data.report_facts=[rate,regularity]",
-        "encoder.dim=32", "encoder.depth=1", "encoder.heads=2",
-        "objective.embed_dim=32", "objective.text.dim=32", "objective.text.depth=1", "objective.text.heads=2",
-        "objective.decoder.dim=32", "objective.decoder.heads=2", "objective.num_queries=3",
-        "train.steps=240", "train.batch_size=32", "train.progress=false", "optim.lr=0.003",
-        "optim.warmup_steps=10"])
+        f"output_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}", "data.workers=2",
+        "train.steps=150", "train.progress=false"])
+    assert cfg.data["report_facts"] == ["rate", "regularity", "bpm", "noise"] and cfg.seed == 0
     run = pretrain(cfg)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in rows if "loss_rhythm" in r]
-    assert losses[-1]["loss_rhythm"] < losses[0]["loss_rhythm"] - 0.3
-    assert losses[-1]["loss_token"] < losses[0]["loss_token"]
+    assert losses[-1]["loss_rhythm"] < losses[0]["loss_rhythm"] - 0.5
+    assert losses[-1]["loss_token"] < 0.5 * losses[0]["loss_token"]
+    assert losses[-1]["loss_beat"] < losses[0]["loss_beat"] - 0.5
     modality, objective = load_melp(run)
     res = evaluate(objective, modality)
     zs = res["zero_shot"]
-    assert zs["n"] == 96
+    assert zs["n"] == 128
     print("zero-shot", zs, "retrieval", res["retrieval"])
-    assert zs["macro_auc"] > 0.7, zs  # chance is 0.5
+    assert zs["macro_auc"] >= 0.65, zs  # chance is 0.5; measured 0.835 (docs/ecg_text.md)
+    assert min(zs["auc_per_class"].values()) > 0.55, zs
     # the reloaded tower reproduces the trained one (text side included): retrieval well above chance
-    assert res["retrieval"]["ecg2report_text"]["R@10"] > 3 * 10 / 96
+    assert res["retrieval"]["ecg2report"]["R@10"] > 3 * 10 / 128
     # the core's probe runs through the plugin's probe tasks, pretrained beside random init
     from sslab.run import probe
 
     rows = probe(run, progress=False)["rows"]
-    print("probe", [(r["task"], r["encoder"], round(r.get("accuracy", 0), 3)) for r in rows])
-    assert {(r["task"], r["encoder"]) for r in rows} == {
-        (t, e) for t in ("synthetic_rhythm", "synthetic_morphology") for e in ("pretrained", "random_init")}
+    acc = {(r["task"], r["encoder"]): r["accuracy"] for r in rows}
+    print("probe", acc)
+    assert set(acc) == {(t, e) for t in ("synthetic_rhythm", "synthetic_morphology")
+                        for e in ("pretrained", "random_init")}
+    assert acc[("synthetic_rhythm", "pretrained")] > acc[("synthetic_rhythm", "random_init")] + 0.1
     assert (run / "probe.json").is_file()

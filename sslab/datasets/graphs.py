@@ -256,11 +256,41 @@ def degrees(data: Data) -> torch.Tensor:
     return torch.bincount(data.edge_index[0], minlength=data.num_nodes)
 
 
+def element_index(atomic_num: torch.Tensor) -> torch.Tensor:
+    """Index into :data:`ELEMENTS` per node; ``len(ELEMENTS)`` ("other") for any other element."""
+    idx = torch.full_like(atomic_num.long(), len(ELEMENTS))
+    for i, z in enumerate(ELEMENTS):
+        idx[atomic_num.long() == z] = i
+    return idx
+
+
+def attach_atomic_numbers(gs: "GraphSet") -> "GraphSet":
+    """Set ``atomic_num`` on every graph of a TU set listed in :data:`TU_ATOMIC_NUMBERS` (others unchanged)."""
+    table = TU_ATOMIC_NUMBERS.get(gs.name)
+    if table is None:
+        return gs
+    lut = torch.tensor(table)
+    for i, g in enumerate(gs.graphs):
+        if getattr(g, "node_label", None) is None or int(g.node_label.max()) >= len(lut):
+            raise GraphDataError(f"{gs.name} graph {i}: node labels do not match the known atom table {table}")
+        g.atomic_num = lut[g.node_label.long()]
+    return gs
+
+
 def _one_hot(idx: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(idx.clamp(max=n - 1), n).float()
 
 
-FEATURE_KINDS = ("degree", "constant", "node_labels", "node_labels+degree", "attributes")
+FEATURE_KINDS = ("degree", "constant", "node_labels", "node_labels+degree", "atoms", "atoms+degree", "attributes")
+
+ELEMENTS = (6, 7, 8, 9, 53, 17, 35)
+"""Atomic numbers of the shared element vocabulary of the ``atoms`` features, in MUTAG's label order
+(C, N, O, F, I, Cl, Br); every other element falls into one extra "other" bin. This makes molecules from
+different sources (MUTAG's TU labels, RDKit's NCI sample) share one input space for transfer."""
+
+TU_ATOMIC_NUMBERS = {"MUTAG": ELEMENTS}
+"""TU node label index -> atomic number, for TU sets whose README lists the atom of each label
+(MUTAG README: 0 C, 1 N, 2 O, 3 F, 4 I, 5 Cl, 6 Br)."""
 
 
 @dataclass
@@ -280,6 +310,10 @@ class FeatureSpec:
             return [self.num_node_labels]
         if self.kind == "node_labels+degree":
             return [self.num_node_labels, self.max_degree + 1]
+        if self.kind == "atoms":
+            return [len(ELEMENTS) + 1]
+        if self.kind == "atoms+degree":
+            return [len(ELEMENTS) + 1, self.max_degree + 1]
         return []
 
 
@@ -288,6 +322,7 @@ def add_node_features(graphs: Sequence[Data], spec: FeatureSpec, where: str = "g
 
     ``degree``: one-hot degree capped at ``max_degree`` (GIN/GraphCL convention for graphs without
     node labels); ``constant``: a single 1.0 per node; ``node_labels``: one-hot TU node labels;
+    ``atoms``: one-hot element over :data:`ELEMENTS` + "other" (needs ``atomic_num``: NCI, MUTAG);
     ``attributes``: the TU continuous node attributes.
     """
     if spec.kind not in FEATURE_KINDS:
@@ -299,6 +334,12 @@ def add_node_features(graphs: Sequence[Data], spec: FeatureSpec, where: str = "g
                                  f"({len(missing)} graphs without); use 'degree' or 'constant'")
         if spec.num_node_labels <= 0:
             spec = FeatureSpec(spec.kind, spec.max_degree, max(int(g.node_label.max()) for g in graphs) + 1)
+    if "atoms" in spec.kind:
+        missing = [i for i, g in enumerate(graphs) if getattr(g, "atomic_num", None) is None]
+        if missing:
+            raise GraphDataError(f"{where}: features={spec.kind!r} needs atomic numbers, but graph {missing[0]} has "
+                                 f"none ({len(missing)} graphs without; known for the NCI sample and "
+                                 f"{', '.join(TU_ATOMIC_NUMBERS)})")
     if spec.kind == "attributes":
         missing = [i for i, g in enumerate(graphs) if getattr(g, "node_attr", None) is None]
         if missing:
@@ -309,6 +350,8 @@ def add_node_features(graphs: Sequence[Data], spec: FeatureSpec, where: str = "g
             parts.append(torch.ones(g.num_nodes, 1))
         if "node_labels" in spec.kind:
             parts.append(_one_hot(g.node_label.long(), spec.num_node_labels))
+        if "atoms" in spec.kind:
+            parts.append(_one_hot(element_index(g.atomic_num), len(ELEMENTS) + 1))
         if "degree" in spec.kind:
             parts.append(_one_hot(degrees(g), spec.max_degree + 1))
         if spec.kind == "attributes":

@@ -25,7 +25,7 @@ def smiles_to_graphs(smiles: List[str], where: str, on_invalid: str = "error") -
     """Convert SMILES to PyG graphs. ``on_invalid``: 'error' (default) or 'skip' (skips are counted).
 
     Returns (graphs, kept indices). The node feature ``x`` is the 9 categorical atom features as float;
-    ``node_label`` is the atomic number (first feature).
+    ``node_label`` and ``atomic_num`` are the atomic number (first feature).
     """
     from rdkit import Chem, RDLogger
     from torch_geometric.utils import from_smiles
@@ -42,6 +42,7 @@ def smiles_to_graphs(smiles: List[str], where: str, on_invalid: str = "error") -
             continue
         d = from_smiles(s)
         d.node_label = d.x[:, 0].long()
+        d.atomic_num = d.node_label.clone()
         d.x = None  # features are built by add_node_features, like for every other source
         graphs.append(validate_graph(d, f"{where} line {i + 1}"))
         kept.append(i)

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from sslab.datasets.graphs import GraphSet, load_pyg_folder, read_tu_raw
+from sslab.datasets.graphs import GraphSet, attach_atomic_numbers, load_pyg_folder, read_tu_raw
 from sslab.datasets.graphs_molecules import load_nci_sample
 from sslab.datasets.graphs_synthetic import generate_family
 
@@ -69,14 +69,14 @@ def load_graph_source(spec: str, tu_root: Optional[str | Path] = None) -> GraphS
     if spec.startswith("pyg:"):
         return load_pyg_folder(spec[4:])
     if spec.startswith("tu:"):
-        return read_tu_raw(root, spec[3:])
+        return attach_atomic_numbers(read_tu_raw(root, spec[3:]))
     p = Path(spec)
     if p.is_dir():
         if (p / f"{p.name}_A.txt").exists():
-            return read_tu_raw(p.parent, p.name)
+            return attach_atomic_numbers(read_tu_raw(p.parent, p.name))
         return load_pyg_folder(p)
     if (root / spec).is_dir():
-        return read_tu_raw(root, spec)
+        return attach_atomic_numbers(read_tu_raw(root, spec))
     raise FileNotFoundError(
         f"graph source {spec!r}: not a TU folder under {root}, not a directory, and not one of "
         "'synthetic:<er|sbm|ba|ws>[:k=v,...]', 'nci[:limit=N]', 'pyg:<folder>'"

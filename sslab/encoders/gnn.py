@@ -9,7 +9,7 @@ Token layout: ``forward(batch)`` returns **node tokens in PyG layout** ``[num_no
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -66,8 +66,8 @@ class GNNEncoder(nn.Module):
         self.norms = nn.ModuleList([nn.BatchNorm1d(dim) for _ in range(num_layers)])
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, inputs: Batch, mask: Optional[Tensor] = None) -> Tensor:
-        """Node tokens ``[num_nodes, dim]`` for a PyG ``Batch`` (or ``Data``) with ``x`` and ``edge_index``."""
+    def layer_tokens(self, inputs: Batch, mask: Optional[Tensor] = None) -> List[Tensor]:
+        """Node tokens after every layer, ``num_layers`` tensors ``[num_nodes, dim]`` (the last one without ReLU)."""
         x = getattr(inputs, "x", None)
         if x is None:
             raise ValueError("graph encoder: input graphs have no node features x (set data.features)")
@@ -86,16 +86,25 @@ class GNNEncoder(nn.Module):
                 h = torch.relu(h)
             h = self.dropout(h)
             outs.append(h)
+        return outs
+
+    def forward(self, inputs: Batch, mask: Optional[Tensor] = None) -> Tensor:
+        """Node tokens ``[num_nodes, dim]`` for a PyG ``Batch`` (or ``Data``) with ``x`` and ``edge_index``."""
+        outs = self.layer_tokens(inputs, mask)
         if self.jk == "last":
-            return h
+            return outs[-1]
         if self.jk == "sum":
             return torch.stack(outs).sum(0)
         return torch.cat(outs, dim=-1)
 
-    def pool(self, tokens: Tensor, batch: Union[Tensor, Batch, None] = None) -> Tensor:
-        """Graph embeddings ``[num_graphs, dim]`` from node tokens and the PyG batch vector."""
+    def pool(self, tokens: Tensor, batch: Union[Tensor, Batch, None] = None, pooling: Optional[str] = None) -> Tensor:
+        """Graph embeddings ``[num_graphs, dim]`` from node tokens and the PyG batch vector
+        (``pooling`` overrides the encoder's own ``mean|sum|max``)."""
         from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
+        pooling = pooling or self.pooling
+        if pooling not in POOLS:
+            raise ValueError(f"unknown graph pooling {pooling!r}; choose one of {sorted(POOLS)}")
         if hasattr(batch, "batch"):
             size = getattr(batch, "num_graphs", None)
             batch = batch.batch
@@ -104,7 +113,7 @@ class GNNEncoder(nn.Module):
         if batch is None:
             batch = torch.zeros(tokens.size(0), dtype=torch.long, device=tokens.device)
             size = 1
-        pool = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}[self.pooling]
+        pool = {"mean": global_mean_pool, "sum": global_add_pool, "max": global_max_pool}[pooling]
         return pool(tokens, batch, size)
 
     def embed(self, inputs: Batch) -> Tensor:

@@ -1,20 +1,23 @@
 """Graph modality plugin: PyG graphs from TU folders, synthetic families, RDKit NCI or PyG folders.
 
-Pretraining batches are PyG ``Batch`` objects (attribute masking) or ``{"view1", "view2"}`` dicts of them
-(GraphCL); both move with the core's ``move_to_device`` (``Batch.to``). Probing uses graph labels with a
-stratified split or k-fold cross-validation (``probe_folds: 10`` is the protocol of the graph-SSL
+Pretraining batches are PyG ``Batch`` objects (attribute masking; edge prediction, with ``pos_edge_index``
+and ``neg_edge_index``) or ``{"view1", "view2"}`` dicts of them (GraphCL); all move with the core's
+``move_to_device`` (``Batch.to``). Probing uses graph labels with a stratified split or k-fold cross-validation (``probe_folds: 10`` is the protocol of the graph-SSL
 literature, e.g. GraphCL's unsupervised TU evaluation); :func:`summarize_folds` averages the fold rows.
 
 ``data:`` section (all optional)::
 
     source: MUTAG                # graph source string, see sslab.datasets.graphs_sources
     tu_root: ""                  # TU root folder; default ../shared/data/graphs
-    features: degree             # degree | constant | node_labels | node_labels+degree | attributes
+    features: degree             # degree | constant | node_labels[+degree] | atoms[+degree] | attributes
     max_degree: 32
     probe_source: ""             # downstream graphs (default: the pretraining source)
     probe_folds: 0               # 0: one stratified split (probe_test_fraction); k >= 2: k-fold CV
     probe_test_fraction: 0.2
+    probe_pooling: ""            # graph embedding for the probe: "" = the encoder's pooling | mean | sum | max
+    probe_layers: last           # last: the encoder's output | all: concat of every layer's pooled nodes
     mask_ratio: 0.15             # graph_attr_mask
+    neg_ratio: 1.0               # graph_edge_pred: sampled non-edges per positive edge
     augmentations: [node_drop, edge_perturb, subgraph, attr_mask]   # graphcl
     aug_ratio: 0.2
     finetune: {epochs: 20, batch_size: 32, lr: 0.001, weight_decay: 0.0}   # graph_finetune.finetune
@@ -38,6 +41,7 @@ from sslab.core.modality import Modality, ProbeTask
 from sslab.core.registry import MODALITIES, OBJECTIVES
 from sslab.datasets.graphs import FeatureSpec, GraphListDataset, GraphSet, add_node_features
 from sslab.datasets.graphs_augment import GraphMaskCollator, GraphViewsCollator, collate_labelled
+from sslab.datasets.graphs_edges import GraphEdgeCollator
 from sslab.datasets.graphs_sources import load_graph_source
 from sslab.modalities.graph_finetune import FinetuneConfig, finetune, finetune_task  # noqa: F401  (re-export)
 
@@ -52,7 +56,10 @@ class GraphDataConfig:
     probe_source: str = ""
     probe_folds: int = 0
     probe_test_fraction: float = 0.2
+    probe_pooling: str = ""
+    probe_layers: str = "last"
     mask_ratio: float = 0.15
+    neg_ratio: float = 1.0
     augmentations: List[str] = field(default_factory=lambda: ["node_drop", "edge_perturb", "subgraph",
                                                               "attr_mask"])
     aug_ratio: float = 0.2
@@ -62,8 +69,30 @@ class GraphDataConfig:
 COLLATORS: Dict[str, Callable[[GraphDataConfig], Callable]] = {
     "graph_attr_mask": lambda d: GraphMaskCollator(d.mask_ratio),
     "graphcl": lambda d: GraphViewsCollator(d.augmentations, d.aug_ratio),
+    "graph_edge_pred": lambda d: GraphEdgeCollator(d.neg_ratio),
 }
 """objective name -> collator factory."""
+
+
+PROBE_LAYERS = ("last", "all")
+
+
+def graph_embedding(encoder: nn.Module, batch: Any, pooling: str = "", layers: str = "last") -> torch.Tensor:
+    """Frozen graph features ``[num_graphs, D]`` for probing.
+
+    ``layers="last"``: ``pool(encoder(batch))`` (D = encoder.dim). ``layers="all"``: the pooled node tokens of
+    every layer, concatenated (D = num_layers * dim) - the graph representation of the graph-SSL linear
+    evaluations (InfoGraph, Sun et al. ICLR 2020, Sec. 4; GraphCL, You et al. 2020, unsupervised TU setting;
+    the JK-concat readout of Xu et al. 2018). ``pooling`` overrides the encoder's pooling ("" keeps it).
+    """
+    if layers not in PROBE_LAYERS:
+        raise ValueError(f"data.probe_layers must be one of {PROBE_LAYERS}, got {layers!r}")
+    if layers == "last":
+        return encoder.pool(encoder(batch), batch, pooling or None)
+    if not hasattr(encoder, "layer_tokens"):
+        raise ValueError(f"data.probe_layers='all' needs an encoder with layer_tokens(); "
+                         f"{type(encoder).__name__} has none")
+    return torch.cat([encoder.pool(t, batch, pooling or None) for t in encoder.layer_tokens(batch)], dim=-1)
 
 
 def load_featured(spec: str, dcfg: GraphDataConfig) -> Tuple[GraphSet, FeatureSpec]:
@@ -105,6 +134,11 @@ class GraphModality(Modality):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.data_cfg = from_dict(GraphDataConfig, cfg.data, path="data")
+        if self.data_cfg.probe_layers not in PROBE_LAYERS:
+            raise ValueError(f"data.probe_layers must be one of {PROBE_LAYERS}, got {self.data_cfg.probe_layers!r}")
+        if self.data_cfg.probe_pooling not in ("", "mean", "sum", "max"):
+            raise ValueError(f"data.probe_pooling must be '', 'mean', 'sum' or 'max', got "
+                             f"{self.data_cfg.probe_pooling!r}")
         self._cache: Dict[str, Tuple[GraphSet, FeatureSpec]] = {}
 
     def _load(self, spec: str) -> Tuple[GraphSet, FeatureSpec]:
@@ -154,4 +188,4 @@ class GraphModality(Modality):
                 for i, (tr, te) in enumerate(splits)]
 
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
-        return encoder.pool(encoder(inputs), inputs)
+        return graph_embedding(encoder, inputs, self.data_cfg.probe_pooling, self.data_cfg.probe_layers)

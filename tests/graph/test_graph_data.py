@@ -171,3 +171,24 @@ def test_degree_and_constant_features_need_no_labels():
     assert gs.graphs[0].x.shape == (gs.graphs[0].num_nodes, 1)
     with pytest.raises(GraphDataError, match="has no node labels"):
         add_node_features(gs.graphs, FeatureSpec("node_labels"))
+
+
+def test_atom_features_share_one_element_vocabulary(tu_root):
+    """``atoms`` features: MUTAG's TU labels and NCI's atomic numbers land in the same one-hot columns."""
+    mutag = load_graph_source("MUTAG", tu_root=tu_root)
+    spec = add_node_features(mutag.graphs, FeatureSpec("atoms+degree", max_degree=4))
+    assert spec.groups() == [8, 5]
+    x = torch.cat([g.x for g in mutag.graphs])
+    # MUTAG README: 0 C, 1 N, 2 O, 3 F, 4 I, 5 Cl, 6 Br -> same column order; nothing falls into "other"
+    labels = torch.cat([g.node_label for g in mutag.graphs])
+    assert torch.equal(x[:, :8].argmax(1), labels) and x[:, 7].sum() == 0
+    nci = load_graph_source("nci:limit=40")
+    add_node_features(nci.graphs, FeatureSpec("atoms+degree", max_degree=4))
+    z = torch.cat([g.atomic_num for g in nci.graphs])
+    col = torch.cat([g.x for g in nci.graphs])[:, :8].argmax(1)
+    assert torch.equal(col[z == 6], torch.zeros(int((z == 6).sum()), dtype=torch.long))  # carbon -> C column
+    assert torch.all(col[z == 8] == 2) and torch.all(col[z == 17] == 5)
+    other = (z == 16) | (z == 15)  # S, P (present in the first 40 molecules) -> "other"
+    assert int(other.sum()) > 0 and torch.all(col[other] == 7)
+    with pytest.raises(GraphDataError, match="needs atomic numbers"):
+        add_node_features(generate_family("ba", num_graphs=2, seed=0).graphs, FeatureSpec("atoms"))

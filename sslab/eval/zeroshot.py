@@ -11,7 +11,10 @@ Radford et al. 2021, Sec. 3.1.4; as evaluated in MELP, Pan et al. 2025).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+import math
+import re
+from collections import Counter
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -135,6 +138,40 @@ def evaluate(objective: Any, modality: Any, split: str = "test", batch_size: int
             labels = labels[:, [s.classes.index(c) for c in classes]]
         result["zero_shot"] = zero_shot_metrics(scores, labels, s.task, classes)
     return result
+
+
+_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*")
+
+
+def report_terms(text: str, bigrams: bool = True) -> Set[str]:
+    """Lowercased words (hyphenated words kept whole: ``st-t``, ``t-veränderung``) and adjacent-word bigrams."""
+    words = _WORD.findall(text.lower())
+    return set(words) | ({f"{a} {b}" for a, b in zip(words, words[1:])} if bigrams else set())
+
+
+def class_terms(reports: Sequence[str], labels: np.ndarray, classes: Sequence[str], min_pos: int = 3,
+                smoothing: float = 0.5) -> Dict[str, List[Tuple[str, float, int, int]]]:
+    """Class-specific report terms (to write zero-shot prompts from TRAINING reports, never test ones).
+
+    For class ``c`` with ``P`` positive and ``N`` negative reports, a term in ``p`` positive and ``n`` negative
+    reports scores the smoothed log-odds ratio ``log((p+a)/(P-p+a)) - log((n+a)/(N-n+a))``; terms in fewer than
+    ``min_pos`` positive reports are left out. Returns per class ``(term, log_odds, p, n)``, best first."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape != (len(reports), len(classes)):
+        raise ValueError(f"class_terms: labels must be [n_reports, n_classes] = [{len(reports)}, {len(classes)}], "
+                         f"got {list(labels.shape)}")
+    sets = [report_terms(r) for r in reports]
+    a = smoothing
+    out: Dict[str, List[Tuple[str, float, int, int]]] = {}
+    for j, c in enumerate(classes):
+        y = labels[:, j] > 0
+        P, N = int(y.sum()), int((~y).sum())
+        pos = Counter(t for s, yy in zip(sets, y) if yy for t in s)
+        neg = Counter(t for s, yy in zip(sets, y) if not yy for t in s)
+        scored = [(t, math.log((p + a) / (P - p + a)) - math.log((neg.get(t, 0) + a) / (N - neg.get(t, 0) + a)),
+                   p, neg.get(t, 0)) for t, p in pos.items() if p >= min_pos]
+        out[c] = sorted(scored, key=lambda x: (-x[1], x[0]))
+    return out
 
 
 def format_zero_shot(result: Mapping[str, Any]) -> str:

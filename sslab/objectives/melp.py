@@ -194,6 +194,9 @@ class MELP(nn.Module):
         if unknown:
             raise ValueError(f"melp.weights: unknown loss(es) {unknown}; valid: {sorted(w)}")
         w.update({k: float(v) for k, v in (weights or {}).items()})
+        bad = {k: v for k, v in w.items() if not (math.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"melp.weights: weights must be finite and >= 0 (0 switches a loss off), got {bad}")
         if all(v == 0 for v in w.values()):
             raise ValueError("melp.weights: every loss is switched off")
         self.weights = w

@@ -123,6 +123,17 @@ def test_total_is_weighted_sum_and_switches_are_validated():
     total = 2.0 * out["loss_token"] + 0.2 * out["loss_beat"] + 1.0 * out["loss_rhythm"]
     assert out["loss"].item() == pytest.approx(total.item(), rel=1e-5)
     assert m.weights == {"token": 2.0, "beat": 0.2, "rhythm": 1.0}
+    # defaults of the paper's code; a partial override keeps the other defaults
+    assert _melp(None).weights == {"token": 2.0, "beat": 0.2, "rhythm": 1.0}
+    only_beat_off = _melp({"beat": 0})
+    assert only_beat_off.weights == {"token": 2.0, "beat": 0.0, "rhythm": 1.0}
+    out = only_beat_off(_batch())
+    assert "loss_beat" not in out and {"loss_token", "loss_rhythm"} <= set(out)
+    assert out["loss"].item() == pytest.approx(2.0 * out["loss_token"].item() + out["loss_rhythm"].item(), rel=1e-5)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        _melp({"rhythm": -1.0})
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        _melp({"token": float("nan")})
     with pytest.raises(ValueError, match="every loss is switched off"):
         _melp({"token": 0, "beat": 0, "rhythm": 0})
     with pytest.raises(ValueError, match="unknown loss"):

@@ -38,6 +38,47 @@ def test_zero_shot_metrics_multiclass_and_multilabel():
         zero_shot_metrics(scores, np.ones((4, 2)), "multilabel", ["a", "b"])
 
 
+def test_class_terms_log_odds_by_hand():
+    from sslab.eval.zeroshot import class_terms, report_terms
+
+    assert report_terms("Sinusrhythmus T-Veränderung.") == {"sinusrhythmus", "t-veränderung",
+                                                            "sinusrhythmus t-veränderung"}
+    reports = ["infarkt alt", "infarkt", "normales ekg", "normales ekg", "normales ekg infarkt"]
+    labels = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 1]])
+    terms = class_terms(reports, labels, ["MI", "NORM"], min_pos=1)
+    top = {t: (lo, p, n) for t, lo, p, n in terms["MI"]}
+    # "infarkt": 2/2 MI reports, 1/3 others -> log(2.5/0.5) - log(1.5/2.5)
+    assert top["infarkt"][0] == pytest.approx(np.log(2.5 / 0.5) - np.log(1.5 / 2.5))
+    assert top["infarkt"][1:] == (2, 1) and terms["MI"][0][0] == "infarkt"
+    assert terms["NORM"][0][0] in ("ekg", "normales", "normales ekg") and terms["NORM"][0][2:] == (3, 0)
+    with pytest.raises(ValueError, match="labels must be"):
+        class_terms(reports, labels[:3], ["MI", "NORM"])
+
+
+def test_default_ptbxl_prompts_come_from_training_reports():
+    """Every default PTB-XL prompt contains a term that is over-represented in the TRAINING-fold (1-5) reports of
+    its class (log-odds > 1); the prompts were written from those reports, never from the test folds."""
+    from pathlib import Path
+
+    from sslab.datasets.ecg_text import ptbxl_pairs
+    from sslab.eval.zeroshot import class_terms, report_terms
+    from sslab.modalities.ecg_text import PTBXL_SUPER_PROMPTS
+
+    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ecg" / "ptbxl"
+    if not root.is_dir():
+        pytest.skip(f"shared sample data not found at {root}")
+    src = ptbxl_pairs(root, [1, 2, 3, 4, 5], "superdiagnostic", on_empty="skip")
+    terms = class_terms(src.reports, src.labels, src.classes, min_pos=1)
+    assert set(PTBXL_SUPER_PROMPTS) == set(src.classes)
+    for c, prompts in PTBXL_SUPER_PROMPTS.items():
+        specific = {t for t, lo, _, _ in terms[c] if lo > 1.0}
+        assert len(prompts) >= 5, c  # several prompts per class are averaged
+        for p in prompts:
+            assert report_terms(p, bigrams=False) & specific, (c, p)
+    langs = " ".join(p for ps in PTBXL_SUPER_PROMPTS.values() for p in ps)
+    assert "normales ekg" in langs and "infarkt" in langs and "normal ecg" in langs  # German and English
+
+
 def test_synthetic_default_zero_shot_beats_chance(tmp_path):
     """The shipped default (experiments/ecg_text/melp_synthetic.yaml, reports that name the rate class), only
     shortened to 150 steps: zero-shot rate-class AUC clearly above chance (0.5), fixed seed; reload + probe."""

@@ -39,7 +39,8 @@ def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
     trainer.fit()
     state, _ = trainer._model_and_optim_state()
     if trainer.is_main:
-        enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        prefix = getattr(objective, "export_prefix", "encoder.")  # e.g. JEPA exports its EMA target encoder
+        enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
                      extra={"modality": cfg.modality, "steps": cfg.train.steps})
         if hasattr(modality, "after_pretrain"):  # e.g. speech writes a HF-format folder

@@ -26,6 +26,7 @@ from sslab.core.ema import EMATeacher, momentum_schedule
 from sslab.core.registry import OBJECTIVES
 
 TARGET_NORMS = ("layer", "batch_layer", "none")
+EXPORTS = {"target": "target.module.", "context": "encoder."}
 LOSSES = {"l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
 
 
@@ -82,13 +83,17 @@ class JEPA(nn.Module):
             the position alone -- then layer-norm; guards short, small-batch runs against collapsing onto
             positional features), or ``none``.
         num_patches: size of a learned position table, only for encoders without ``position_embedding``.
+        export: which encoder ``sslab pretrain`` exports for probing: ``target`` (the EMA encoder; I-JEPA,
+            Assran et al. 2023, Sec. 5: "we use the target encoder for evaluation") or ``context``.
     """
 
     def __init__(self, encoder: nn.Module, predictor_dim: Optional[int] = None,
                  predictor_depth: Optional[int] = None, predictor_heads: Optional[int] = None,
                  momentum: Sequence[float] = (0.998, 0.9995), loss: str = "smooth_l1",
-                 target_norm: str = "layer", num_patches: Optional[int] = None) -> None:
+                 target_norm: str = "layer", num_patches: Optional[int] = None, export: str = "target") -> None:
         super().__init__()
+        if export not in EXPORTS:
+            raise ValueError(f"jepa export must be one of {sorted(EXPORTS)}, got {export!r}")
         if loss not in LOSSES:
             raise ValueError(f"jepa loss must be one of {sorted(LOSSES)}, got {loss!r}")
         if target_norm not in TARGET_NORMS:
@@ -108,6 +113,7 @@ class JEPA(nn.Module):
         self.predictor = JEPAPredictor(dim, p_dim, predictor_depth or getattr(encoder, "depth", 4), heads,
                                        None if has_pos else num_patches)
         self.loss_fn, self.target_norm = LOSSES[loss], target_norm
+        self.export_prefix = EXPORTS[export]  # state-dict prefix of the exported encoder (read by sslab.run)
         self.momentum = momentum_schedule(float(momentum[0]), float(momentum[1]), "linear")
 
     def forward(self, batch: Dict[str, Any]) -> Dict[str, Any]:

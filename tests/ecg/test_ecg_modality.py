@@ -72,6 +72,26 @@ def test_synthetic_pretrain_and_probe(tmp_path):
     assert ("synthetic_morphology", "pretrained") in tasks and ("synthetic_heart_rate", "random_init") in tasks
 
 
+@pytest.mark.parametrize("export", ["target", "context"])
+def test_jepa_exports_the_chosen_encoder(tmp_path, export):
+    """Default: the EMA target encoder is exported (I-JEPA evaluates it); ``export: context`` the trained one."""
+    from sslab.core.checkpoint import latest_checkpoint
+    from sslab.core.export import load_encoder
+    from sslab.run import pretrain
+
+    cfg = _cfg(tmp_path, "objective={name: jepa, momentum: [0.9, 0.9]" + ("" if export == "target" else
+                                                                          ", export: context") + "}")
+    run = pretrain(cfg)
+    state = torch.load(latest_checkpoint(run / "checkpoints"), map_location="cpu", weights_only=False)["objective"]
+    exported = load_encoder(run).state_dict()
+    prefix = {"target": "target.module.", "context": "encoder."}[export]
+    other = {"target": "encoder.", "context": "target.module."}[export]
+    for k, v in exported.items():
+        torch.testing.assert_close(v, state[prefix + k], rtol=0, atol=0)
+    w = "patch_embed.weight" if "patch_embed.weight" in exported else next(iter(exported))
+    assert not torch.equal(exported[w], state[other + w])  # EMA 0.9 over 4 steps: the two encoders differ
+
+
 def test_ptbxl_source(tmp_path, shared_data):
     cfg = _cfg(tmp_path, "data.source=ptbxl", f"data.path={shared_data / 'ecg' / 'ptbxl'}",
                "data.pretrain_folds=[3]", "data.probe_train_folds=[3]", "data.probe_test_folds=[6]")

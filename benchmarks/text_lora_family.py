@@ -24,6 +24,9 @@ VARIANTS = {
                            "layers": "first:1,last:1"},
     "dylora": {"kind": "dylora", "r": 8, "target_modules": ["qkv", "proj", "fc1", "fc2"]},
     "switchlora": {"kind": "switchlora", "r": 8, "target_modules": ["qkv", "proj", "fc1", "fc2"], "switch_every": 10},
+    # the same without the optimizer-moment reset and counterpart freeze (the behaviour before 2026-11-29)
+    "switchlora_no_reset": {"kind": "switchlora", "r": 8, "target_modules": ["qkv", "proj", "fc1", "fc2"],
+                            "switch_every": 10, "reset_optimizer": False, "freeze_steps": 0},
     "lora_all_frozen_rest": {"kind": "lora", "r": 8, "target_modules": ["qkv", "proj", "fc1", "fc2"],
                              "freeze_rest": True},
 }
@@ -54,6 +57,8 @@ def main() -> None:
     ap.add_argument("--shared-data", default="../shared/data")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write results as JSON here")
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -72,16 +77,17 @@ def main() -> None:
             "max_len": 160}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    for name, adapter in VARIANTS.items():
-        torch.manual_seed(0)
+    for name in args.variants:
+        adapter = VARIANTS[name]
+        torch.manual_seed(args.seed)
         spec = base if adapter is None else {"name": "adapted", "base": base, "adapter": adapter}
         enc = build_encoder(spec)
         obj = MLMObjective(enc, mask_prob=0.15).to(device)
         counts = count_parameters(obj)
         trainable = [p for p in obj.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.01)
-        g = torch.Generator().manual_seed(0)
-        losses, times, act = [], [], 0
+        g = torch.Generator().manual_seed(args.seed)
+        losses, times, act, moments_reset = [], [], 0, 0
         for step in range(args.steps):
             idx = torch.randint(len(ds), (args.batch,), generator=g)
             torch.manual_seed(step)
@@ -96,9 +102,10 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
-            obj.on_step_end(step + 1, args.steps)
+            hook_out = obj.on_step_end(step + 1, args.steps) or {}
             times.append(time.perf_counter() - t)
             losses.append(out["loss"].item())
+            moments_reset += int(hook_out.get("moments_reset", 0))
         param_b = sum(p.numel() * p.element_size() for p in {id(p): p for p in obj.parameters()}.values())
         param_b += sum(b.numel() * b.element_size() for b in obj.buffers())
         grad_b = sum(p.numel() * p.element_size() for p in trainable)
@@ -108,7 +115,8 @@ def main() -> None:
                "adamw_state_MiB": round(2 * grad_b / 2**20, 2), "activation_MiB": round(act / 2**20, 2),
                "train_state_MiB": round((param_b + 3 * grad_b) / 2**20, 2),
                "step_ms_median": round(1000 * sorted(times)[len(times) // 2], 1),
-               "loss_first5": round(sum(losses[:5]) / 5, 3), "loss_last5": round(sum(losses[-5:]) / 5, 3)}
+               "loss_first5": round(sum(losses[:5]) / 5, 3), "loss_last5": round(sum(losses[-5:]) / 5, 3),
+               "moments_reset": moments_reset}
         if device.type == "cuda":
             row["cuda_peak_MiB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         print(json.dumps(row), flush=True)

@@ -7,7 +7,6 @@ Options:
   ``FFN(x) = W2 (act(W1a x) * W1b x)``; hidden width scaled by 2/3 to keep the parameter count),
 * ``causal=True``: decoder-only; ``inputs["prefix_len"]`` ([B]) makes the first tokens attend
   bidirectionally (prefix LM, used by UL2's S-denoiser and by UL2's decoder-only inputs).
-
 * ``unpad=True``: MosaicBERT's unpadded batches (Portes et al. 2023, Sec. 2.1, after FlashAttention's
   ``unpad_input``/``pad_input``): the real tokens are gathered into one packed ``[T, D]`` tensor
   (``T`` = number of real tokens) before the embedding LayerNorm, and every token-wise operation
@@ -17,7 +16,7 @@ Options:
   bias as the padded path, then gathers the real rows again (a portable stand-in for
   FlashAttention's varlen kernel; attention FLOPs stay ``B * L'^2``). The output equals the padded
   path on real positions; **pad positions of the returned tensor are zeros** (the padded path
-  leaves arbitrary values there).
+  leaves arbitrary values there). A batch without padding takes the padded path (same computation).
 
 Inputs: a ``LongTensor [B, L]`` of ids or a dict with ``input_ids``, optional ``attention_mask``
 (1 = token), optional ``inputs_embeds`` ([B, L, D], replaces the token lookup; used by GDES) and
@@ -245,7 +244,7 @@ class TextTransformer(nn.Module):
             att = (ids != self.pad_id) if ids is not None else torch.ones(B, L, dtype=torch.bool, device=emb.device)
         if tuple(att.shape) != (B, L):
             raise ValueError(f"attention_mask has shape {tuple(att.shape)}, the inputs are {(B, L)}")
-        if self.unpad:
+        if self.unpad and not bool(att.all()):  # without padding both paths are the same computation
             return self._forward_unpadded(emb, att, d.get("prefix_len"))
         x = emb
         if self.pos_emb is not None:

@@ -72,16 +72,16 @@ def main() -> None:
 
     # 2. zero-shot + retrieval on folds 6-7 (MELP run vs the same towers at random init)
     modality, objective = load_melp(run)
-    zs = evaluate(objective, modality)
+    zs = evaluate(objective, modality, bootstrap=1000)
     summary["melp_zero_shot"] = zs
     print(format_zero_shot(zs))
     default_prompts = dict(modality.data.zero_shot.prompts)
     modality.data.zero_shot.prompts = PREVIOUS_PROMPTS  # comparison only; the default is not chosen on the test
-    summary["melp_zero_shot_previous_prompts"] = evaluate(objective, modality)["zero_shot"]
+    summary["melp_zero_shot_previous_prompts"] = evaluate(objective, modality, bootstrap=1000)["zero_shot"]
     modality.data.zero_shot.prompts = default_prompts
     seed_everything(cfg.seed)
     rand = modality.build_objective(modality.build_encoder())
-    summary["random_init_zero_shot"] = evaluate(rand, modality)
+    summary["random_init_zero_shot"] = evaluate(rand, modality, bootstrap=1000)
 
     # 3. JEPA on the same records, same encoder spec
     encoders = {"melp": load_encoder(run)}

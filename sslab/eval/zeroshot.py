@@ -61,8 +61,22 @@ def class_embeddings(objective: Any, collator: Any, prompts: Mapping[str, Sequen
     return torch.stack(embs)
 
 
-def zero_shot_metrics(scores: np.ndarray, labels: np.ndarray, task: str, classes: Sequence[str]) -> Dict[str, Any]:
-    """Macro AUC (+ per class) of ``scores [n, C]``; ``labels`` ``[n]`` (multiclass) or ``[n, C]``."""
+def _rank_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (average ranks for ties; equals sklearn's), fast for bootstraps."""
+    from scipy.stats import rankdata
+
+    pos = np.asarray(y) > 0
+    P, N = int(pos.sum()), int((~pos).sum())
+    return float((rankdata(s)[pos].sum() - P * (P + 1) / 2) / (P * N))
+
+
+def zero_shot_metrics(scores: np.ndarray, labels: np.ndarray, task: str, classes: Sequence[str],
+                      bootstrap: int = 0, seed: int = 0) -> Dict[str, Any]:
+    """Macro AUC (+ per class) of ``scores [n, C]``; ``labels`` ``[n]`` (multiclass) or ``[n, C]``.
+
+    ``bootstrap > 0`` adds ``macro_auc_ci95``: the 2.5/97.5 % percentiles of the macro AUC over that many
+    resamplings of the records with replacement (resamples where a class loses all its positives or negatives
+    average over the remaining classes, as the point estimate does)."""
     from sklearn.metrics import roc_auc_score
 
     scores = np.asarray(scores, dtype=np.float64)
@@ -82,6 +96,15 @@ def zero_shot_metrics(scores: np.ndarray, labels: np.ndarray, task: str, classes
                            "n": int(len(y))}
     if task == "multiclass":
         out["accuracy"] = float((scores.argmax(1) == np.asarray(labels)).mean())
+    if bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        macros = []
+        for _ in range(bootstrap):
+            i = rng.integers(0, len(y), len(y))
+            aucs = [_rank_auc(y[i, j], scores[i, j]) for j in range(len(classes)) if 0 < y[i, j].sum() < len(i)]
+            if aucs:
+                macros.append(float(np.mean(aucs)))
+        out["macro_auc_ci95"] = [float(np.percentile(macros, 2.5)), float(np.percentile(macros, 97.5))]
     return out
 
 
@@ -116,7 +139,7 @@ def retrieval(ecg_emb: torch.Tensor, text_emb: torch.Tensor, reports: Optional[S
 
 
 def evaluate(objective: Any, modality: Any, split: str = "test", batch_size: int = 64,
-             device: Any = "cpu") -> Dict[str, Any]:
+             device: Any = "cpu", bootstrap: int = 0) -> Dict[str, Any]:
     """Zero-shot metrics and retrieval of an ``ecg_text`` modality's ``split`` with a MELP objective."""
     from sslab.datasets.ecg_text import ECGTextPairs
 
@@ -136,7 +159,7 @@ def evaluate(objective: Any, modality: Any, split: str = "test", batch_size: int
         labels = s.labels
         if s.task == "multilabel":
             labels = labels[:, [s.classes.index(c) for c in classes]]
-        result["zero_shot"] = zero_shot_metrics(scores, labels, s.task, classes)
+        result["zero_shot"] = zero_shot_metrics(scores, labels, s.task, classes, bootstrap=bootstrap)
     return result
 
 
@@ -180,6 +203,8 @@ def format_zero_shot(result: Mapping[str, Any]) -> str:
     if "zero_shot" in result:
         z = result["zero_shot"]
         extra = f", accuracy {z['accuracy']:.3f}" if "accuracy" in z else ""
+        if "macro_auc_ci95" in z:
+            extra += " [95% bootstrap CI {:.3f}-{:.3f}]".format(*z["macro_auc_ci95"])
         lines.append(f"zero-shot macro AUC {z['macro_auc']:.3f}{extra} (n={z['n']}); per class: "
                      + ", ".join(f"{k} {v:.3f}" for k, v in z["auc_per_class"].items()))
     r = result["retrieval"]

@@ -34,6 +34,19 @@ def test_zero_shot_metrics_multiclass_and_multilabel():
     ml = zero_shot_metrics(scores, np.array([[1, 0], [0, 1], [1, 1], [0, 0]]), "multilabel", ["a", "b"])
     assert ml["auc_per_class"] == {"a": pytest.approx(1.0), "b": pytest.approx(0.75)}
     assert ml["macro_auc"] == pytest.approx(0.875)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (60, 2))
+    noisy = y + rng.normal(0, 0.8, y.shape)
+    from sklearn.metrics import roc_auc_score
+
+    from sslab.eval.zeroshot import _rank_auc
+
+    tied = np.round(noisy[:, 0], 1)
+    assert _rank_auc(y[:, 0], tied) == pytest.approx(roc_auc_score(y[:, 0], tied), abs=1e-12)
+    b = zero_shot_metrics(noisy, y, "multilabel", ["a", "b"], bootstrap=200)
+    lo, hi = b["macro_auc_ci95"]
+    assert lo < b["macro_auc"] < hi and hi - lo < 0.3
+    assert zero_shot_metrics(noisy, y, "multilabel", ["a", "b"], bootstrap=200)["macro_auc_ci95"] == [lo, hi]
     with pytest.raises(ValueError, match="AUC undefined"):
         zero_shot_metrics(scores, np.ones((4, 2)), "multilabel", ["a", "b"])
 

@@ -3,8 +3,9 @@
 Two copies of the same ``text_transformer`` (ALiBi + GeGLU, MosaicBERT's choices), identical weights,
 one with ``unpad: true``. Every step both train on the *same* MLM batch (interleaved, so machine load
 hits both alike); the script reports the median step time (forward + backward + AdamW), their ratio,
-the fraction of padding in the batches and the largest loss difference between the two paths (they
-compute the same function, so it should be ~1e-6).
+the fraction of padding in the batches, the largest loss difference between the two paths (they
+compute the same function, so it should be ~1e-6) and, on one more batch, the matmul FLOPs of a
+step on each path (they scale with the real tokens on the unpadded path).
 
 Length sources:
 * ``ptbxl``: the PTB-XL reports of ``../shared/data/ecg/ptbxl`` (random batches, padded to the longest
@@ -67,6 +68,23 @@ def synthetic_batches(args: argparse.Namespace) -> tuple[Callable[[int], Dict[st
     return batch, vocab
 
 
+def count_flops(objs: Dict[str, Any], batch: Dict[str, torch.Tensor]) -> Dict[str, Any]:
+    """Forward + backward matmul FLOPs (``aten.mm``/``addmm``/``bmm``: embeddings' and LM head's
+    projections, QKV/out projections, FFN) of one MLM step on one batch, per path. ``FlopCounterMode``
+    does not count CPU ``scaled_dot_product_attention``, so attention is left out on CPU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out: Dict[str, Any] = {"flops_batch_padding_fraction": round(1 - float(batch["attention_mask"].float().mean()), 4)}
+    for name, obj in objs.items():
+        with FlopCounterMode(display=False) as fc:
+            obj(batch)["loss"].backward()
+        obj.zero_grad(set_to_none=True)
+        counts = fc.get_flop_counts().get("Global", {})
+        mm = sum(v for k, v in counts.items() if str(k).split(".")[-1] in ("mm", "addmm", "bmm"))
+        out[f"{name}_matmul_gflop"] = round(mm / 1e9, 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", choices=["ptbxl", "synthetic"], default="ptbxl")
@@ -121,6 +139,8 @@ def main() -> None:
         if step >= args.warmup:
             real += int(att.sum())
             total += att.numel()
+    n = args.warmup + args.steps
+    flops = count_flops(objs, {k: v.to(device) for k, v in make_batch(n).items()})  # after timing: same batches as before
     med = {k: statistics.median(v) for k, v in times.items()}
     row: Dict[str, Any] = {
         "source": args.source, "device": device.type, "threads": args.threads, "batch": args.batch,
@@ -129,7 +149,7 @@ def main() -> None:
         "mean_padded_len": round(total / (args.steps * args.batch), 1),
         "padded_step_ms": round(1000 * med["padded"], 2), "unpadded_step_ms": round(1000 * med["unpadded"], 2),
         "speedup_padded_over_unpadded": round(med["padded"] / med["unpadded"], 3),
-        "max_abs_loss_diff": float(f"{max_dloss:.3g}"),
+        "max_abs_loss_diff": float(f"{max_dloss:.3g}"), **flops,
     }
     print(json.dumps(row), flush=True)
     if args.out:

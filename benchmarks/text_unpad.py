@@ -140,12 +140,14 @@ def main() -> None:
             real += int(att.sum())
             total += att.numel()
     n = args.warmup + args.steps
-    flops = count_flops(objs, {k: v.to(device) for k, v in make_batch(n).items()})  # after timing: same batches as before
+    # counted after the timing so that the timed batches do not depend on this extra one
+    flops = count_flops(objs, {k: v.to(device) for k, v in make_batch(n).items()})
     med = {k: statistics.median(v) for k, v in times.items()}
     row: Dict[str, Any] = {
         "source": args.source, "device": device.type, "threads": args.threads, "batch": args.batch,
         "dim": args.dim, "depth": args.depth, "timed_steps": args.steps,
-        "padding_fraction": round(1 - real / total, 4), "mean_real_tokens_per_seq": round(real / (args.steps * args.batch), 1),
+        "padding_fraction": round(1 - real / total, 4),
+        "mean_real_tokens_per_seq": round(real / (args.steps * args.batch), 1),
         "mean_padded_len": round(total / (args.steps * args.batch), 1),
         "padded_step_ms": round(1000 * med["padded"], 2), "unpadded_step_ms": round(1000 * med["unpadded"], 2),
         "speedup_padded_over_unpadded": round(med["padded"] / med["unpadded"], 3),

@@ -3,6 +3,8 @@
 the token-wise layers really run on the real tokens only."""
 from __future__ import annotations
 
+from typing import Dict
+
 import pytest
 import torch
 from text_helpers import one_thread  # noqa: F401
@@ -31,7 +33,8 @@ def _batch(L: int = 20, seed: int = 0):  # type: ignore[no-untyped-def]
     return {"input_ids": ids, "attention_mask": (ids != 0).long()}
 
 
-def _grads(model: torch.nn.Module, out: torch.Tensor, real: torch.Tensor, w: torch.Tensor):  # type: ignore[no-untyped-def]
+def _grads(model: torch.nn.Module, out: torch.Tensor, real: torch.Tensor,
+           w: torch.Tensor) -> Dict[str, torch.Tensor]:
     loss = (out[real] * w).sum()  # a loss on real positions only, as every objective uses
     return dict(zip([n for n, _ in model.named_parameters()], torch.autograd.grad(loss, list(model.parameters()))))
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +134,7 @@ class SwitchLoRALinear(nn.Module):
         """Distinct pairs for the B columns and the A rows to switch, among pairs not frozen."""
         free = ((self.frozen_A == 0) & (self.frozen_B == 0)).nonzero().squeeze(1).cpu()
         free = free[torch.randperm(len(free), generator=g)]
-        k = min(num, len(free) // 2)
+        k = min(num, len(free) // 2, len(self.cand_A), len(self.cand_B))
         return free[:k].tolist(), free[k: 2 * k].tolist()
 
     @torch.no_grad()
@@ -182,11 +182,6 @@ def switch_all(model: nn.Module, num: int = 1, seed: Optional[int] = None) -> in
 def tick_all(model: nn.Module) -> None:
     for m in switchlora_layers(model):
         m.tick()
-
-
-def bind_optimizer(layers: Iterable[SwitchLoRALinear], optimizer: torch.optim.Optimizer) -> None:
-    for m in layers:
-        m.bind_optimizer(optimizer)
 
 
 def switch_due(step: int, every: int, decay_steps: int = 0) -> bool:

@@ -30,8 +30,8 @@ from torch.utils.data import Dataset
 from sslab.core.config import ConfigError, from_dict
 from sslab.core.modality import Modality, ProbeTask
 from sslab.core.registry import MODALITIES
-from sslab.datasets.ecg_text import (DEFAULT_REPORT_FACTS, ECGTextPairs, PairSource, ReportCollator, check_reports, ptbxl_pairs,
-                                     synthetic_reports, wfdb_header_pairs)
+from sslab.datasets.ecg_text import (DEFAULT_REPORT_FACTS, REPORT_FACTS, ECGTextPairs, ReportCollator,
+                                     check_reports, ptbxl_pairs, synthetic_reports, wfdb_header_pairs)
 from sslab.datasets.ecg_wfdb import LEADS_12, LeadNorm
 
 SOURCES = ("synthetic", "ptbxl", "wfdb")
@@ -155,6 +155,9 @@ class ECGTextModality(Modality):
         for key, val in (("on_bad_record", d.on_bad_record), ("on_empty_report", d.on_empty_report)):
             if val not in ("error", "skip"):
                 raise ConfigError(f"data.{key}: expected 'error' or 'skip', got {val!r}")
+        bad_facts = sorted(set(d.report_facts) - set(REPORT_FACTS))
+        if bad_facts or not d.report_facts:
+            raise ConfigError(f"data.report_facts: a non-empty subset of {list(REPORT_FACTS)}, got {d.report_facts}")
         self.patch_size = int(cfg.encoder.get("patch_size", 25))
         self.crop = int(round(d.crop_seconds * d.fs))
         if self.crop % self.patch_size:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslab.datasets.ecg_text import (PairStats, ReportCollator, ReportError, check_reports, header_report,
+from sslab.datasets.ecg_text import (ReportCollator, ReportError, check_reports, header_report,
                                      is_blank, ptbxl_pairs, split_sentences, synthetic_report, wfdb_header_pairs)
 from sslab.encoders.report_text import ReportTextEncoder, mlm_pretrain, report_tokenizer
 
@@ -139,3 +139,15 @@ def test_text_encoder_local_hf_path_and_mlm(tmp_path, tokenizer):
     small = ReportTextEncoder(vocab_size=len(tokenizer), dim=32, depth=1, heads=2, max_len=32, dropout=0.0)
     losses = mlm_pretrain(small, tokenizer, CORPUS, steps=60, batch_size=16, lr=3e-3, progress=False)
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_modality_validates_the_blank_report_policy(tmp_path):
+    from sslab.core.config import ConfigError, load_experiment
+    from sslab.core.modality import build_modality
+
+    base = [f"output_dir={tmp_path}", f"data.cache_dir={tmp_path / 'cache'}"]
+    with pytest.raises(ConfigError, match="on_empty_report: expected 'error' or 'skip', got 'drop'"):
+        build_modality(load_experiment("experiments/ecg_text/melp_synthetic.yaml", base + ["data.on_empty_report=drop"]))
+    with pytest.raises(ConfigError, match=r"data.report_facts: a non-empty subset .* got \['rate', 'heart'\]"):
+        build_modality(load_experiment("experiments/ecg_text/melp_synthetic.yaml",
+                                       base + ["data.report_facts=[rate,heart]"]))

@@ -106,6 +106,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             param_groups(self.objective, self.ocfg.weight_decay, self.ocfg.lr_scales),
             lr=self.ocfg.lr, betas=tuple(self.ocfg.betas), eps=self.ocfg.eps)  # type: ignore[arg-type]
+        for module in self.objective.modules():  # e.g. SwitchLoRA layers reset their vectors' Adam moments
+            if callable(getattr(module, "bind_optimizer", None)):
+                module.bind_optimizer(self.optimizer)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0

@@ -43,7 +43,8 @@ def build_generator(disc: nn.Module, depth: Optional[int], heads: Optional[int])
     ffn = disc.blocks[0].mlp.kind if len(disc.blocks) else "gelu"
     return TextTransformer(vocab_size=disc.vocab_size, dim=disc.dim, depth=depth or max(1, disc.depth // 2),
                            heads=heads or disc.heads, max_len=disc.max_len, causal=False,
-                           position=disc.position, ffn=ffn, pad_id=disc.pad_id)
+                           position=disc.position, ffn=ffn, pad_id=disc.pad_id,
+                           unpad=getattr(disc, "unpad", False))
 
 
 @OBJECTIVES.register("electra")

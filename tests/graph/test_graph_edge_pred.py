@@ -130,3 +130,22 @@ def test_probe_graph_embedding_options():
         graph_embedding(enc, batch, "", "first")
     with pytest.raises(ValueError, match="pooling"):
         graph_embedding(enc, batch, "median", "last")
+
+
+def test_modality_validates_probe_feature_options():
+    from sslab.core.config import ExperimentConfig, from_dict
+    from sslab.core.modality import build_modality
+
+    for key, value in (("probe_layers", "first"), ("probe_pooling", "median")):
+        cfg = from_dict(ExperimentConfig, {"modality": "graph", "data": {"source": "synthetic:er", key: value}})
+        with pytest.raises(ValueError, match=f"data.{key}"):
+            build_modality(cfg)
+    cfg = from_dict(ExperimentConfig, {"modality": "graph", "objective": {"name": "graph_edge_pred"},
+                                       "data": {"source": "synthetic:er:num_graphs=6", "neg_ratio": 3.0,
+                                                "probe_layers": "all", "probe_pooling": "sum"}})
+    modality = build_modality(cfg)
+    ds, collate = modality.pretrain_data()
+    b = collate([ds[i] for i in range(6)])
+    assert b.neg_edge_index.size(1) == 3 * b.pos_edge_index.size(1)
+    enc = modality.build_encoder()
+    assert modality.embed(enc.eval(), b).shape == (6, enc.dim * enc.num_layers)

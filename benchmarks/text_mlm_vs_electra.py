@@ -9,6 +9,9 @@ leave-one-fold-out linear probe over all 7 PTB-XL folds of the shared subset (30
 every report predicted once; ``cv_*`` columns).
 
     .venv/bin/python benchmarks/text_mlm_vs_electra.py --base-steps 300 --seeds 0 1 2
+
+The paired many-seed measurement (repeated stratified CV, label fractions, pooling) is
+``benchmarks/text_probe_seeds.py``; this script's 3-seed numbers are within its noise.
 """
 from __future__ import annotations
 
@@ -66,7 +69,10 @@ def cv_probe(run: Path) -> dict:
     classes = sorted({d.label for d in docs})
     y = np.array([classes.index(d.label) for d in docs])
     folds = np.array([ptbxl_fold(d) for d in docs])
-    items = [({"input_ids": tok(d.text)["input_ids"][:cfg.data.get("max_len", 64)]}, 0) for d in docs]
+    max_len = int(cfg.data.get("max_len", 64))
+    # the modality's probe encoding: [CLS] text [SEP], cut to max_len keeping the final [SEP]
+    items = [({"input_ids": ids[: max_len - 1] + [ids[-1]] if len(ids) > max_len else ids}, 0)
+             for ids in (tok(d.text)["input_ids"] for d in docs)]
     pretrained = load_encoder(run)
     torch.manual_seed(cfg.seed)
     encoders = {"pretrained": pretrained, "random_init": build_encoder(pretrained.sslab_spec)}

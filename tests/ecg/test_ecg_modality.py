@@ -74,13 +74,13 @@ def test_synthetic_pretrain_and_probe(tmp_path):
 
 @pytest.mark.parametrize("export", ["target", "context"])
 def test_jepa_exports_the_chosen_encoder(tmp_path, export):
-    """Default: the EMA target encoder is exported (I-JEPA evaluates it); ``export: context`` the trained one."""
+    """Default: the trained context encoder is exported; ``export: target`` exports the EMA encoder."""
     from sslab.core.checkpoint import latest_checkpoint
     from sslab.core.export import load_encoder
     from sslab.run import pretrain
 
-    cfg = _cfg(tmp_path, "objective={name: jepa, momentum: [0.9, 0.9]" + ("" if export == "target" else
-                                                                          ", export: context") + "}")
+    cfg = _cfg(tmp_path, "objective={name: jepa, momentum: [0.9, 0.9]" + ("" if export == "context" else
+                                                                          ", export: target") + "}")
     run = pretrain(cfg)
     state = torch.load(latest_checkpoint(run / "checkpoints"), map_location="cpu", weights_only=False)["objective"]
     exported = load_encoder(run).state_dict()

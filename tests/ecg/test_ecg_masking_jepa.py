@@ -177,3 +177,16 @@ def test_batch_layer_target_norm_removes_positional_part():
     assert sums["layer"] > 100 and sums["batch_layer"] < 1e-4 * sums["layer"]
     with pytest.raises(ValueError, match="target_norm must be one of"):
         JEPA(ViT1D(patch_size=5, dim=32, depth=1, heads=2), target_norm="batch")
+
+
+def test_target_sample_var_reads_collapse():
+    """The logged share of target variance between samples: 0 for identical records, large for different ones."""
+    col = JEPACollator1D(BlockMasker1D(), 5)
+    torch.manual_seed(0)
+    obj = JEPA(ViT1D(patch_size=5, dim=32, depth=1, heads=2))
+    x = torch.randn(12, 250)
+    same = float(obj(col([x, x, x]))["target_sample_var"])
+    different = float(obj(col([torch.randn(12, 250) for _ in range(3)]))["target_sample_var"])
+    assert same < 1e-6 and 0.3 < different <= 1.0 + 1e-6, (same, different)
+    with pytest.raises(ValueError, match="export must be one of"):
+        JEPA(ViT1D(patch_size=5, dim=32, depth=1, heads=2), export="ema")

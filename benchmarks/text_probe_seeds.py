@@ -177,9 +177,9 @@ def ms(v: Sequence[float]) -> str:
 def compact_table(summary: Sequence[Dict[str, Any]], fractions: Sequence[float]) -> str:
     """Markdown: one row per (method, pool); per label fraction ``random -> pretrained`` accuracy
     (means over seeds), the paired Δ with its 95% t-CI over seeds, and seeds with Δ > 0."""
-    head = "| method | pool | " + " | ".join(f"{f:g} of labels: acc random -> pretrained, Δ (95% CI), seeds Δ>0"
-                                          for f in fractions) + " |"
-    lines = [head, "|" + "---|" * (2 + len(fractions))]
+    head = "| method | pool | " + " | ".join(f"{100 * f:g}% of labels" for f in fractions) + " |"
+    lines = ["cells: accuracy random init -> pretrained, paired Δ (95% CI over seeds), seeds with Δ > 0",
+             head, "|" + "---|" * (2 + len(fractions))]
     keys = list(dict.fromkeys((r["method"], r["pool"]) for r in summary))
     for m, p in keys:
         cells = []

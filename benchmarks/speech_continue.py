@@ -10,6 +10,10 @@
 
 Run: ``.venv/bin/python benchmarks/speech_continue.py --base-steps 200 --continue-steps 100``
 (CPU, minutes). Prints a table and writes ``<out>/speech_continue.json``.
+
+The probe here is ONE split (~50 test chunks, binomial s.e. ~0.065) and one seed: a pipeline check, not a
+measurement. For the paired comparison over model seeds and repeated grouped CV (same chunks and folds
+for all three models, layer sweep, MFCC reference) use ``benchmarks/speech_probe_seeds.py``.
 """
 from __future__ import annotations
 

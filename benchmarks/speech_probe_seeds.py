@@ -25,7 +25,8 @@ Layer sweep: the best layer per model is chosen on the first seed and re-measure
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/speech_probe_seeds.py --seeds 0 1 2 \\
         --base-steps 400 --continue-steps 150 --batch-size 8 --max-seconds 1.5 --lr 5e-3
 
-``--summarize a.json [b.json ...]`` reprints the tables of saved results (seeds of several runs with the
+``--reprobe runs/bench_speech_probe_seeds --cv-seed 1`` re-fits the probes on the saved features with a
+fresh split set (no training). ``--summarize a.json [b.json ...]`` reprints the tables of saved results (seeds of several runs with the
 same recipe and splits are merged, e.g. ``--seeds 3 4 --out runs/x`` run later).
 """
 from __future__ import annotations
@@ -219,6 +220,29 @@ def merge(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+def reprobe(folder: Path, args: argparse.Namespace) -> Dict[str, Any]:
+    """Same features (``features_s<seed>.npz`` of a finished run), new splits from ``args.cv_seed``."""
+    saved = json.loads((folder / "speech_probe_seeds.json").read_text())
+    ns = argparse.Namespace(**{**saved["args"], "probe_layer": 1, "seed": 0})
+    cfg = experiment("reprobe", folder, "shared", [f"encoder.config={json.dumps(tiny_config())}"], 1, ns)
+    modality = SpeechModality(cfg)
+    modality.data.probe_seconds = saved["args"]["probe_seconds"]
+    chunks = all_chunks(modality)
+    y, groups = np.asarray(chunks.labels), np.asarray(chunks.utterances)
+    splits = cv_splits(y, groups, saved["args"]["folds"], saved["args"]["repeats"], args.cv_seed)
+    res = {**saved, "args": {**saved["args"], "cv_seed": args.cv_seed},
+           "mfcc": probe_cv(mfcc_features(chunks), y, splits, saved["args"]["knn_k"]), "per_seed": {}}
+    for seed, entry in saved["per_seed"].items():
+        f = np.load(folder / f"features_s{seed}.npz")
+        if not (np.array_equal(f["y"], y) and np.array_equal(f["groups"], groups)):
+            raise ValueError(f"{folder}/features_s{seed}.npz: chunks differ from the current chunking")
+        probe = {m: {str(l): probe_cv(f[f"{m}_{l}"], y, splits, saved["args"]["knn_k"]) for l in saved["layers"]}
+                 for m in MODELS}
+        res["per_seed"][seed] = {"seconds": entry["seconds"], "probe": probe}
+    (folder / f"speech_probe_seeds_cv{args.cv_seed}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -235,6 +259,8 @@ def main() -> None:
     p.add_argument("--shared-data", default="../shared/data")
     p.add_argument("--out", default="runs/bench_speech_probe_seeds")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reprobe", default=None,
+                   help="re-fit the probes on the features saved in this --out folder with another --cv-seed (no training)")
     p.add_argument("--summarize", nargs="+", default=None,
                    help="reprint the tables of saved result JSONs (several: their seeds are merged)")
     args = p.parse_args()
@@ -242,6 +268,9 @@ def main() -> None:
         print(summarize(merge([json.loads(Path(f).read_text()) for f in args.summarize])))
         return
     torch.set_num_threads(args.threads)
+    if args.reprobe:
+        print(summarize(reprobe(Path(args.reprobe), args)))
+        return
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

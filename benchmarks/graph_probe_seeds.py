@@ -1,7 +1,8 @@
-"""MUTAG linear probe, pretrained vs random init, per objective, over several pretraining seeds and probe features.
+"""TU linear probe (MUTAG, PROTEINS, IMDB-BINARY), pretrained vs random init, per objective, over several pretraining seeds and probe features.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/graph_probe_seeds.py --seeds 1 2 3 --steps 200 \
-        [--objectives graph_attr_mask graphcl graph_edge_pred] [--pretrain-source MUTAG|nci] \
+        [--dataset MUTAG|PROTEINS|IMDB-BINARY] [--objectives graph_attr_mask graphcl graph_edge_pred] \
+        [--pretrain-source MUTAG|nci] \
         [--node-features atoms+degree] [--features mean/last mean/all sum/all] [--bn running recompute] \
         [--C 1.0 cv] [--baseline-only] [--out runs/graph_probe_seeds]
 
@@ -13,6 +14,11 @@ does); run the core linear probe (standardise + logistic regression, C = 1; ``--
 the training fold) with 10-fold stratified CV whose folds are also drawn with seed s. Each seed therefore
 changes pretraining init, data order, masks/augmentations, the random-init encoder *and* the folds.
 
+``--dataset PROTEINS|IMDB-BINARY`` pretrains on that set's own graphs (labels unused: the transductive unsupervised
+setting of GraphCL/InfoGraph) and probes the same set, with the node features the repo configures for it
+(PROTEINS: one-hot node label + degree capped at 16; IMDB-BINARY, no node labels: one-hot degree capped at 32);
+GIN and objective settings stay those of the MUTAG experiment files.
+
 Probe features (``--features pool/layers``): ``mean/last`` is the project default (mean-pooled last layer);
 ``*/all`` concatenates the pooled output of every layer (InfoGraph/GraphCL linear evaluation).
 ``--bn running`` embeds with BatchNorm running statistics (eval mode, the default everywhere);
@@ -20,7 +26,8 @@ Probe features (``--features pool/layers``): ``mean/last`` is the project defaul
 Also printed: the no-GNN baseline (probe on mean+sum pooled input features) on the same folds.
 
 Prints per (objective, feature, bn, C): pretrained and random init accuracy as mean ± std over seeds of the
-10-fold mean, the number of seeds where pretrained wins, and writes DIR/results.json. Results: docs/graph.md.
+10-fold mean, the number of seeds where pretrained wins, the (seed, fold) pairs where it is better / tied / worse,
+and writes DIR/results.json. Results: docs/graph.md.
 """
 from __future__ import annotations
 
@@ -41,6 +48,28 @@ from torch.utils.data import DataLoader, Subset
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = {"graph_attr_mask": "mutag_attr_mask.yaml", "graphcl": "mutag_graphcl.yaml",
               "graph_edge_pred": "mutag_edge_pred.yaml"}
+# --dataset presets: pretraining = probe source (transductive: pretrain on the downstream set's graphs, labels
+# unused), and the node features the repo configures for that set (experiments/graph/*.yaml).
+DATASETS: Dict[str, Dict[str, Any]] = {
+    "MUTAG": {"node_features": "", "max_degree": None},  # the experiment files' node_labels+degree, cap 4
+    "PROTEINS": {"node_features": "node_labels+degree", "max_degree": 16},  # as proteins_graphcl.yaml
+    "IMDB-BINARY": {"node_features": "degree", "max_degree": 32},  # no node labels; as imdb_graphcl.yaml
+}
+
+
+def apply_dataset(args: argparse.Namespace) -> None:
+    """Fill pretrain/probe source and node features from ``--dataset`` where not given explicitly."""
+    if not args.dataset:
+        args.pretrain_source = args.pretrain_source or "MUTAG"
+        args.probe_source = args.probe_source or "MUTAG"
+        return
+    preset = DATASETS[args.dataset]
+    args.pretrain_source = args.pretrain_source or args.dataset
+    args.probe_source = args.probe_source or args.dataset
+    if not args.node_features:
+        args.node_features = preset["node_features"]
+    if args.max_degree is None:
+        args.max_degree = preset["max_degree"]
 
 
 @torch.no_grad()
@@ -166,7 +195,7 @@ def run_one(objective: str, seed: int, args: argparse.Namespace, workdir: Path) 
                     rows.append({"objective": objective, "seed": seed, "feature": feat, "bn": bn, "C": c,
                                  "encoder": enc_name, "acc_mean": float(np.mean(accs[c])),
                                  "acc_fold_std": float(np.std(accs[c])), "fold_acc": accs[c],
-                                 "loss_first": losses[0], "loss_last": losses[-1], "pretrain_s": t_pre,
+                                 "loss_first": losses[0], "loss_last": losses[-1], "losses": losses, "pretrain_s": t_pre,
                                  "pretrain_source": args.pretrain_source})
     return rows
 
@@ -181,19 +210,26 @@ def summarize(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         seeds = sorted(sel["pretrained"])
         p = np.array([sel["pretrained"][s] for s in seeds])
         q = np.array([sel["random_init"][s] for s in seeds])
+        folds = {e: {r["seed"]: r["fold_acc"] for r in rows
+                     if (r["objective"], r["feature"], r["bn"], r.get("C", "1.0"), r["encoder"]) == (obj, feat, bn, c, e)}
+                 for e in ("pretrained", "random_init")}
+        d = np.concatenate([np.subtract(folds["pretrained"][s], folds["random_init"][s]) for s in seeds])
         out.append({"objective": obj, "feature": feat, "bn": bn, "C": c, "seeds": seeds,
                     "pretrained_mean": float(p.mean()), "pretrained_std": float(p.std()),
                     "random_mean": float(q.mean()), "random_std": float(q.std()),
-                    "gain_mean": float((p - q).mean()), "wins": int((p > q).sum())})
+                    "gain_mean": float((p - q).mean()), "wins": int((p > q).sum()),
+                    "folds_better_tied_worse": [int((d > 1e-9).sum()), int((np.abs(d) <= 1e-9).sum()),
+                                                int((d < -1e-9).sum())]})
     return out
 
 
 def print_table(summary: List[Dict[str, Any]], rows: List[Dict[str, Any]]) -> None:
-    print("| objective | probe feature | BN stats | C | pretrained | random init | gain | seeds won |")
-    print("|---|---|---|---|---:|---:|---:|---:|")
+    print("| objective | probe feature | BN stats | C | pretrained | random init | gain | seeds won | folds +/=/- |")
+    print("|---|---|---|---|---:|---:|---:|---:|---|")
     for s in summary:
         print(f"| {s['objective']} | {s['feature']} | {s['bn']} | {s.get('C', '1.0')} | {s['pretrained_mean']:.3f} ± {s['pretrained_std']:.3f}"
-              f" | {s['random_mean']:.3f} ± {s['random_std']:.3f} | {s['gain_mean']:+.3f} | {s['wins']}/{len(s['seeds'])} |")
+              f" | {s['random_mean']:.3f} ± {s['random_std']:.3f} | {s['gain_mean']:+.3f} | {s['wins']}/{len(s['seeds'])} | "
+              + "/".join(map(str, s["folds_better_tied_worse"])) + " |")
     print("\npretraining loss (first logged -> last), seconds:")
     seen = set()
     for r in rows:
@@ -210,8 +246,11 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--folds", type=int, default=10)
-    ap.add_argument("--pretrain-source", default="MUTAG")
-    ap.add_argument("--probe-source", default="MUTAG")
+    ap.add_argument("--dataset", default="", choices=["", *DATASETS],
+                    help="pretrain and probe on this TU set with its configured node features (GIN and objective "
+                         "settings of the MUTAG experiment files); explicit options below override")
+    ap.add_argument("--pretrain-source", default="", help="default: --dataset, else MUTAG")
+    ap.add_argument("--probe-source", default="", help="default: --dataset, else MUTAG")
     ap.add_argument("--node-features", default="", help="override data.features (e.g. 'atoms+degree')")
     ap.add_argument("--max-degree", type=int, default=None)
     ap.add_argument("--features", nargs="+", default=["mean/last", "sum/all"])
@@ -225,6 +264,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "runs" / "graph_probe_seeds"))
     args = ap.parse_args()
+    apply_dataset(args)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     out = Path(args.out)
@@ -234,14 +274,20 @@ def main() -> None:
         base = [input_baseline(seed, args, Path(tmp)) for seed in args.seeds]
         accs = np.array([b["acc_mean"] for b in base])
         print(f"no GNN (probe on mean+sum pooled node features): {accs.mean():.3f} ± {accs.std():.3f} "
-              f"over seeds {args.seeds}", flush=True)
+              f"over seeds {args.seeds} (per seed: {', '.join(f'{a:.3f}' for a in accs)})", flush=True)
+        (out / "results.json").write_text(json.dumps({"args": vars(args), "summary": [], "rows": [],
+                                                      "input_baseline": base}, indent=1))
         for objective in [] if args.baseline_only else args.objectives:
             for seed in args.seeds:
                 rows += run_one(objective, seed, args, Path(tmp))
                 summary = summarize(rows)
                 (out / "results.json").write_text(json.dumps({"args": vars(args), "summary": summary, "rows": rows,
                                                               "input_baseline": base}, indent=1))
-                print(f"[done] {objective} seed {seed}", flush=True)
+                last = [r for r in rows if (r["objective"], r["seed"]) == (objective, seed)]
+                print(f"[done] {objective} seed {seed} ({last[0]['pretrain_s']:.0f} s pretraining, loss "
+                      f"{last[0]['loss_first']:.3f} -> {last[0]['loss_last']:.3f}): " + ", ".join(
+                          f"{r['feature']}/{r['bn']}/C={r['C']} {r['encoder']} {r['acc_mean']:.3f}" for r in last),
+                      flush=True)
     if rows:
         print_table(summarize(rows), rows)
     print(f"\nwrote {out / 'results.json'}")

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/ecg_demo_seeds.py                       # the `sslab demo` config, seeds 0-2, 1 and 2 threads
-    python benchmarks/ecg_demo_seeds.py --seeds 0 1 2 3 --threads 1 -- train.steps=1000
+    python benchmarks/ecg_demo_seeds.py --seeds 0 1 2 3 --threads 1 -- train.steps=1000   # "--" before overrides
 
 Each (seed, threads) cell is a fresh process (``sslab pretrain`` + ``sslab probe`` with ``OMP_NUM_THREADS`` and
 torch threads set), so float reduction order differs between thread counts exactly as it does for users.

@@ -13,15 +13,11 @@ from sslab.datasets.ecg_text import (ReportCollator, ReportError, check_reports,
 from sslab.encoders.report_text import ReportTextEncoder, mlm_pretrain, report_tokenizer
 
 torch.set_num_threads(1)
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(scope="module")
-def ecg_root() -> Path:
-    root = SHARED / "ecg"
-    if not root.is_dir():
-        pytest.skip(f"shared sample data not found at {root}")
-    return root
+def ecg_root(shared_data) -> Path:
+    return shared_data / "ecg"
 
 
 CORPUS = ["sinusrhythmus normales ekg", "sinusrhythmus linkstyp qt-verlängerung",

@@ -68,18 +68,14 @@ def test_class_terms_log_odds_by_hand():
         class_terms(reports, labels[:3], ["MI", "NORM"])
 
 
-def test_default_ptbxl_prompts_come_from_training_reports():
+def test_default_ptbxl_prompts_come_from_training_reports(shared_data):
     """Every default PTB-XL prompt contains a term that is over-represented in the TRAINING-fold (1-5) reports of
     its class (log-odds > 1); the prompts were written from those reports, never from the test folds."""
-    from pathlib import Path
-
     from sslab.datasets.ecg_text import ptbxl_pairs
     from sslab.eval.zeroshot import class_terms, report_terms
     from sslab.modalities.ecg_text import PTBXL_SUPER_PROMPTS
 
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ecg" / "ptbxl"
-    if not root.is_dir():
-        pytest.skip(f"shared sample data not found at {root}")
+    root = shared_data / "ecg" / "ptbxl"
     src = ptbxl_pairs(root, [1, 2, 3, 4, 5], "superdiagnostic", on_empty="skip")
     terms = class_terms(src.reports, src.labels, src.classes, min_pos=1)
     assert set(PTBXL_SUPER_PROMPTS) == set(src.classes)

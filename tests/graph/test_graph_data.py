@@ -19,17 +19,10 @@ from sslab.datasets.graphs import (
 from sslab.datasets.graphs_sources import load_graph_source
 from sslab.datasets.graphs_synthetic import generate_family
 
-_REPO = Path(__file__).resolve().parents[2]
-# ../shared/data relative to the repository root (or shared/ inside it, where a checkout carries one)
-GRAPHS = next((p for p in (_REPO.parent / "shared" / "data" / "graphs", _REPO / "shared" / "data" / "graphs")
-               if p.is_dir()), _REPO.parent / "shared" / "data" / "graphs")
-
 
 @pytest.fixture(scope="module")
-def tu_root() -> Path:
-    if not GRAPHS.is_dir():
-        pytest.skip(f"shared TU graph data not found at {GRAPHS} (../shared/data/graphs)")
-    return GRAPHS
+def tu_root(shared_data) -> Path:
+    return shared_data / "graphs"
 
 
 @pytest.mark.parametrize("name,graphs,nodes,edge_lines,classes", [

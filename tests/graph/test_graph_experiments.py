@@ -12,16 +12,12 @@ from sslab.core.modality import build_modality
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted(p for p in (ROOT / "experiments" / "graph").glob("*.yaml") if p.stem != "feasibility_vs_gain")
-GRAPHS = next((p for p in (ROOT.parent / "shared" / "data" / "graphs", ROOT / "shared" / "data" / "graphs")
-               if p.is_dir()), None)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
-def test_experiment_builds_and_steps(path):
-    if GRAPHS is None:
-        pytest.skip("shared TU graph data not found (../shared/data/graphs)")
+def test_experiment_builds_and_steps(path, shared_data):
     torch.manual_seed(0)
-    cfg = load_experiment(path, [f"data.tu_root={GRAPHS}"])
+    cfg = load_experiment(path, [f"data.tu_root={shared_data / 'graphs'}"])
     modality = build_modality(cfg)
     ds, collate = modality.pretrain_data()
     encoder = modality.build_encoder()

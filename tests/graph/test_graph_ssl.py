@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Batch
 from torch_geometric.utils import is_undirected
 
 from sslab.core.config import ExperimentConfig, from_dict
@@ -26,9 +25,6 @@ from sslab.datasets.graphs_synthetic import generate_family
 from sslab.objectives.graph_contrastive import graphcl_nt_xent
 
 torch.set_num_threads(1)
-_REPO = Path(__file__).resolve().parents[2]
-GRAPHS = next((p for p in (_REPO.parent / "shared" / "data" / "graphs", _REPO / "shared" / "data" / "graphs")
-               if p.is_dir()), None)
 
 
 def _graphs(n=32, family="sbm", seed=0, features="degree"):
@@ -162,14 +158,12 @@ def test_graphcl_loss_falls():
     assert last < first - 0.3, (first, last)
 
 
-def test_plugin_pretrain_and_probe_with_core(tmp_path):
-    if GRAPHS is None:
-        pytest.skip("shared TU graph data not found (../shared/data/graphs)")
+def test_plugin_pretrain_and_probe_with_core(tmp_path, shared_data):
     from sslab.run import pretrain, probe
 
     cfg = from_dict(ExperimentConfig, {
         "name": "mutag", "modality": "graph", "output_dir": str(tmp_path),
-        "data": {"source": "MUTAG", "tu_root": str(GRAPHS), "features": "node_labels+degree", "max_degree": 4,
+        "data": {"source": "MUTAG", "tu_root": str(shared_data / "graphs"), "features": "node_labels+degree", "max_degree": 4,
                  "probe_folds": 3},
         "encoder": {"name": "gin", "dim": 16, "num_layers": 2},
         "objective": {"name": "graph_attr_mask"},

@@ -17,9 +17,6 @@ from sslab.datasets.audio_sampling import (TemperatureResampledDataset, language
                                            temperature_weights)
 from sslab.datasets.audio_synthetic import SyntheticSpeechDataset
 
-SPEECH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "speech"
-needs_shared = pytest.mark.skipif(not (SPEECH / "transcripts.tsv").is_file(),
-                                  reason=f"shared speech data not found at {SPEECH}")
 
 
 def _sine(freq: float, sr: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -135,9 +132,8 @@ def test_manifest_errors(tmp_path):
 # --------------------------------------------------------------------------- shared real clips
 
 
-@needs_shared
-def test_shared_manifest_loads_all_clips_at_16k():
-    ds = AudioDataset.from_manifest(SPEECH / "transcripts.tsv", validate="full")
+def test_shared_manifest_loads_all_clips_at_16k(shared_data):
+    ds = AudioDataset.from_manifest(shared_data / "speech" / "transcripts.tsv", validate="full")
     assert len(ds) == 43 and not ds.skipped
     assert sorted(set(it.language for it in ds.items)) == ["en", "ru", "zh"]
     lj = [i for i, it in enumerate(ds.items) if "LJ001-0001" in it.path.name][0]
@@ -195,10 +191,9 @@ def test_header_lengths_decode_nothing(mixed_rates, monkeypatch):
     assert AudioDataset.from_folder(mixed_rates, max_seconds=1.5, validate="header").lengths[1] == 24000
 
 
-@needs_shared
-def test_core_bucketing_on_shared_clip_lengths_cuts_padding():
+def test_core_bucketing_on_shared_clip_lengths_cuts_padding(shared_data):
     """What ``train.length_bucketing`` does with the corpus' ``lengths`` (headers only, 15 s crop)."""
-    ds = AudioDataset.from_manifest(SPEECH / "transcripts.tsv", validate="header", max_seconds=15.0)
+    ds = AudioDataset.from_manifest(shared_data / "speech" / "transcripts.tsv", validate="header", max_seconds=15.0)
     lengths = ds.lengths
 
     def padding(pool: int) -> float:

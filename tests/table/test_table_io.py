@@ -15,7 +15,6 @@ from sslab.datasets.tables_tokenize import (
     MISSING, PAD, UNK, TableCollator, TableRows, TableTokenizer, TokenizedTable, number_positions, render_number,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +27,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def shared() -> Path:
-    if not (SHARED / "tables").is_dir():
-        pytest.skip(f"real sample data not found at {SHARED} (../shared/data relative to the repo root)")
-    return SHARED
+def shared(shared_data) -> Path:
+    return shared_data
 
 
 def _write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:

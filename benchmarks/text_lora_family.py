@@ -86,6 +86,8 @@ def main() -> None:
         counts = count_parameters(obj)
         trainable = [p for p in obj.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.01)
+        if hasattr(enc, "bind_optimizer"):  # as the core Trainer does: SwitchLoRA resets moments in `opt`
+            enc.bind_optimizer(opt)
         g = torch.Generator().manual_seed(args.seed)
         losses, times, act, moments_reset = [], [], 0, 0
         for step in range(args.steps):

@@ -1,7 +1,7 @@
 """SwitchLoRA optimizer-state handling (Zhou et al. 2024, Sec. 3.2): at a switch the AdamW moments of
 the touched pairs (switched vector + its counterpart) are zeroed and nothing else changes; the
-counterparts are frozen for ``freeze_steps`` steps; the optimizer is found without core changes (torch's
-global optimizer post-step hook), including through the core Trainer."""
+counterparts are frozen for ``freeze_steps`` steps; the layers get the optimizer through ``bind_optimizer``,
+which the core Trainer calls on every submodule."""
 from __future__ import annotations
 
 import json
@@ -44,11 +44,12 @@ def test_switch_zeroes_the_moments_of_switched_pairs_only_and_keeps_the_output()
     torch.manual_seed(0)
     enc = build_encoder(SPEC)
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    enc.bind_optimizer(opt)  # what the core Trainer does once AdamW exists
     x, y = torch.randint(60, 120, (8, 10)), torch.randn(8, 32)
     for step in range(1, 5):  # steps 1-4: no switch yet, moments become non-zero
         assert "switched" not in _train(enc, opt, x, y, step)
     layers = switchlora_layers(enc)
-    assert all(m.optimizer is opt for m in layers)  # bound by the global post-step hook, no core change
+    assert all(m.optimizer is opt for m in layers)
     enc.eval()
     with torch.no_grad():
         out_before = enc(x)
@@ -83,6 +84,7 @@ def test_counterparts_stay_frozen_for_freeze_steps_then_train() -> None:
     torch.manual_seed(0)
     enc = build_encoder(SPEC)
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    enc.bind_optimizer(opt)
     x, y = torch.randint(60, 120, (8, 10)), torch.randn(8, 32)
     for step in range(1, 6):
         _train(enc, opt, x, y, step)  # switch after step 5
@@ -106,6 +108,7 @@ def test_reset_can_be_switched_off_and_unbound_layers_reset_nothing() -> None:
     spec = {**SPEC, "adapter": {**SPEC["adapter"], "reset_optimizer": False, "freeze_steps": 0}}
     enc = build_encoder(spec)
     opt = torch.optim.AdamW([p for p in enc.parameters() if p.requires_grad], lr=1e-2)
+    enc.bind_optimizer(opt)  # bound, so only reset_optimizer: false keeps the moments
     x, y = torch.randint(60, 120, (8, 10)), torch.randn(8, 32)
     for step in range(1, 5):
         _train(enc, opt, x, y, step)
@@ -113,12 +116,12 @@ def test_reset_can_be_switched_off_and_unbound_layers_reset_nothing() -> None:
     mom = _moments(opt, m)
     assert enc.on_step_end(5, 100) == {"switched": 2 * len(switchlora_layers(enc)), "moments_reset": 0}
     assert all(torch.equal(v, mom[k]) for k, v in _moments(opt, m).items())
-    fresh = build_encoder(SPEC)  # never stepped by an optimizer: nothing to reset, no error
+    fresh = build_encoder(SPEC)  # never bound to an optimizer: nothing to reset, no error
     assert fresh.on_step_end(5, 100)["moments_reset"] == 0
 
 
 def test_core_trainer_run_resets_moments_and_loss_goes_down(tmp_path: Path) -> None:
-    """Through the unmodified core Trainer (MLM on Python docs): every switch logs reset entries."""
+    """Through the core Trainer (MLM on Python docs), which binds the optimizer: every switch logs reset entries."""
     corpus = tmp_path / "docs.jsonl"
     from text_helpers import pydoc_docs
 

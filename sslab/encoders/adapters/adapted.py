@@ -142,7 +142,7 @@ class AdaptedEncoder(nn.Module):
         return self
 
     def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """SwitchLoRA: reset moments in ``optimizer`` (bound automatically after its first step)."""
+        """SwitchLoRA: reset moments in ``optimizer`` (the core Trainer calls this on every submodule)."""
         for m in switchlora_layers(self.base):
             m.bind_optimizer(optimizer)
 

@@ -17,10 +17,9 @@ computed through the switched vector — and the counterpart is frozen (zero gra
 ``freeze_steps`` optimizer steps while the new vector's moments build up. In one switch the
 switched B columns and A rows are distinct pairs, and frozen pairs are not switched.
 
-The module never holds the optimizer: :func:`bind_optimizers_after_step`, registered once with torch's
-global ``register_optimizer_step_post_hook``, records (weakly) the optimizer whose state holds a
-layer's LoRA factors after each ``optimizer.step()``; the switch, which runs in ``on_step_end`` after
-that step, zeroes the moments through it. Every per-element state tensor of the factor is zeroed
+The layer holds the optimizer only weakly: the core Trainer calls ``bind_optimizer(optimizer)`` on every
+submodule that has it once AdamW exists (outside the Trainer, call it yourself); the switch, which runs in
+``on_step_end`` after the step, zeroes the moments through it. An unbound layer resets nothing. Every per-element state tensor of the factor is zeroed
 (AdamW ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq``, SGD ``momentum_buffer``); torch keeps one
 ``step`` count per tensor, so — unlike the authors' element-wise-step AdamW — the reset entries are
 not bias-corrected as fresh ones (their first updates are up to ~3-6x a warmed-up Adam step).
@@ -29,34 +28,13 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sslab.encoders.adapters.common import lora_init_
-
-_LIVE_LAYERS: "weakref.WeakSet[SwitchLoRALinear]" = weakref.WeakSet()
-_HOOK_HANDLE: Optional[Any] = None
-
-
-def bind_optimizers_after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Global optimizer post-step hook: bind every live SwitchLoRA layer to the optimizer that holds
-    state for its factors (so a later switch can reset their moments)."""
-    state = optimizer.state
-    for layer in list(_LIVE_LAYERS):
-        if layer.lora_A in state or layer.lora_B in state:
-            layer.bind_optimizer(optimizer)
-
-
-def _ensure_hook() -> None:
-    global _HOOK_HANDLE
-    if _HOOK_HANDLE is None:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        _HOOK_HANDLE = register_optimizer_step_post_hook(bind_optimizers_after_step)
-
 
 def zero_state_slices(optimizer: torch.optim.Optimizer, param: torch.Tensor, dim: int,
                       index: torch.Tensor) -> int:
@@ -101,11 +79,9 @@ class SwitchLoRALinear(nn.Module):
         self.last_reset = 0  # optimizer-state entries zeroed by the last switch
         with torch.no_grad():
             self.base.weight.sub_(self.scaling * self.lora_B @ self.lora_A)
-        _LIVE_LAYERS.add(self)
-        _ensure_hook()
 
     def bind_optimizer(self, optimizer: Optional[torch.optim.Optimizer]) -> None:
-        """Use ``optimizer``'s state for moment resets (done automatically after its first step)."""
+        """Use ``optimizer``'s state for moment resets (the core Trainer calls this after building AdamW)."""
         self._optimizer = weakref.ref(optimizer) if optimizer is not None else None
 
     @property

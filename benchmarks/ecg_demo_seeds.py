@@ -24,9 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-HEADLINE = {"multiclass": "accuracy", "regression": "r2", "multilabel": "macro_auc", "binary": "auc"}
-
-
 def run_cell(experiment: str, seed: int, threads: int, overrides: list, workdir: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     run_dir = workdir / f"seed{seed}_t{threads}"
@@ -39,11 +36,10 @@ def run_cell(experiment: str, seed: int, threads: int, overrides: list, workdir:
                               text=True)
         if proc.returncode:
             raise RuntimeError(f"sslab {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    from sslab.eval.probe import headline
+
     rows = json.loads((run_dir / "probe.json").read_text())["rows"]
-    scores = {}
-    for r in rows:
-        if r.get("label_fraction", 1.0) == 1.0:
-            scores[(r["task"], r["encoder"])] = r[HEADLINE[r["kind"]]]
+    scores = {(r["task"], r["encoder"]): headline(r)[1] for r in rows if r.get("label_fraction", 1.0) == 1.0}
     losses = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     final = [m["loss"] for m in losses if "loss" in m][-5:]
     return {"scores": scores, "final_loss": float(np.mean(final)), "seconds": time.perf_counter() - t0}

@@ -32,21 +32,6 @@ EXPERIMENTS = {
 EXTRA = {"electra_shared": ["objective.embedding_sharing=shared"]}
 
 
-def step_flops(cfg) -> float:  # type: ignore[no-untyped-def]
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from sslab.core.modality import build_modality
-
-    torch.manual_seed(0)
-    modality = build_modality(cfg)
-    ds, collate = modality.pretrain_data()
-    obj = modality.build_objective(modality.build_encoder())
-    batch = collate([ds[i % len(ds)] for i in range(cfg.train.batch_size)])
-    with FlopCounterMode(display=False) as fc:
-        obj(batch)["loss"].backward()
-    return float(fc.get_total_flops())
-
-
 def cv_probe(run: Path) -> dict:
     """Leave-one-strat-fold-out linear probe of the exported encoder and of its random init."""
     import numpy as np
@@ -106,6 +91,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from sslab.core.config import load_experiment
+    from sslab.core.flops import training_step_flops
     from sslab.run import pretrain, probe
 
     def cfg_for(method: str, seed: int, steps: int):  # type: ignore[no-untyped-def]
@@ -113,7 +99,7 @@ def main() -> None:
             f"name={method}_s{seed}", f"seed={seed}", f"output_dir={args.out}", f"train.steps={steps}",
             f"data.shared_data={args.shared_data}", "train.progress=false", *args.set, *EXTRA.get(method, [])])
 
-    flops = {m: step_flops(cfg_for(m, 0, 1)) for m in args.methods}
+    flops = {m: training_step_flops(cfg_for(m, 0, 1)) for m in args.methods}
     ref = flops.get("mlm15", next(iter(flops.values())))
     steps = {m: max(1, round(args.base_steps * ref / f)) for m, f in flops.items()}
     print("GFLOPs per step:", {m: round(f / 1e9, 3) for m, f in flops.items()})

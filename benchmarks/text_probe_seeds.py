@@ -47,7 +47,11 @@ CORPORA = {
     # pydoc topics are long documents: pack them (and the reports) into max_len blocks instead of
     # truncating each topic to max_len tokens
     "ptbxl+pydoc": ["data.sources=[ptbxl,pydoc]", "data.pack=true"],
+    # standard-library docstrings (~6.1k documents, ~1.4 MB): packed blocks, a vocabulary for English
+    "stdlib_docs": ["data.sources=[stdlib_docs]", "data.pack=true", "data.vocab_size=4000"],
 }
+#: labelled probe sets: PTB-XL report -> diagnostic superclass, stdlib docstring -> top-level module
+PROBES = ("ptbxl", "stdlib_docs")
 POOLS = ("mean", "cls", "emb")
 
 
@@ -139,14 +143,18 @@ def bow_scores(texts: Sequence[str], y: np.ndarray, sp: Sequence[Tuple[np.ndarra
     return res
 
 
-def labelled_reports(shared_data: str) -> Tuple[List[str], np.ndarray, List[str]]:
+def labelled_texts(probe: str, shared_data: str) -> Tuple[List[str], np.ndarray, List[str]]:
     import warnings
 
     from sslab.datasets.text import ptbxl_reports
+    from sslab.datasets.text_stdlib import stdlib_probe_documents
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        docs = [d for d in ptbxl_reports(Path(shared_data) / "ecg" / "ptbxl") if d.label is not None]
+        if probe == "ptbxl":
+            docs = [d for d in ptbxl_reports(Path(shared_data) / "ecg" / "ptbxl") if d.label is not None]
+        else:
+            docs = stdlib_probe_documents()[0]
     classes = sorted({d.label for d in docs})  # type: ignore[type-var]
     return [d.text for d in docs], np.array([classes.index(d.label) for d in docs]), classes  # type: ignore[arg-type]
 
@@ -198,9 +206,11 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=["mlm15", "electra_gdes"])
     ap.add_argument("--steps", type=int, default=600, help="MLM-15%% steps; others get equal FLOPs "
                     "(ELECTRA+GDES at dim 64/depth 2: 0.252/0.388 GFLOP per step -> x0.65)")
-    ap.add_argument("--flop-ratio", nargs="*", default=["electra_gdes=0.649", "mlm30=0.968"],
-                    help="method=ratio steps multipliers (measured by benchmarks/text_mlm_vs_electra.py)")
+    ap.add_argument("--flop-ratio", nargs="*", default=None,
+                    help="method=ratio steps multipliers (default: measured, MLM-15%% FLOPs per step / the method's, "
+                         "sslab.core.flops.training_step_flops on the run's config)")
     ap.add_argument("--corpus", choices=list(CORPORA), default="ptbxl")
+    ap.add_argument("--probe", choices=PROBES, default="ptbxl", help="labelled set for the probe")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cv-seed", type=int, default=0)
@@ -230,27 +240,39 @@ def main() -> None:
 
     from sslab.core.config import load_experiment
     from sslab.core.export import build_encoder, load_encoder
+    from sslab.core.flops import training_step_flops
     from sslab.core.modality import build_modality
     from sslab.run import pretrain, seed_everything
 
-    ratios = {k: float(v) for k, v in (kv.split("=") for kv in args.flop_ratio)}
-    texts, y, classes = labelled_reports(args.shared_data)
+    def cfg_for(m: str, seed: int, steps: int, runs: str = "runs"):  # type: ignore[no-untyped-def]
+        path, extra = EXPERIMENTS[m]
+        return load_experiment(path, [f"name={m}_{args.corpus}_s{seed}", f"seed={seed}", f"output_dir={out}/{runs}",
+                                      f"train.steps={steps}", f"data.shared_data={args.shared_data}",
+                                      "train.progress=false", *CORPORA[args.corpus], *args.set, *extra])
+
+    out = Path(args.out)
+    if args.flop_ratio is not None:
+        ratios = {k: float(v) for k, v in (kv.split("=") for kv in args.flop_ratio)}
+    else:  # equal compute: measured on this corpus and encoder
+        flops = {m: training_step_flops(cfg_for(m, args.seeds[0], 1, runs="flops"))
+                 for m in dict.fromkeys(["mlm15", *args.methods])}
+        shutil.rmtree(out / "flops", ignore_errors=True)
+        ratios = {m: flops["mlm15"] / f for m, f in flops.items()}
+        print("GFLOP per step:", {m: round(f / 1e9, 3) for m, f in flops.items()},
+              "steps multipliers:", {m: round(r, 3) for m, r in ratios.items()}, flush=True)
+    texts, y, classes = labelled_texts(args.probe, args.shared_data)
     sp = splits(y, args.folds, args.repeats, args.cv_seed)
-    print(f"{len(y)} labelled reports, classes {classes} counts {np.bincount(y).tolist()}; "
+    print(f"{len(y)} labelled texts ({args.probe}), classes {classes} counts {np.bincount(y).tolist()}; "
           f"{len(sp)} splits ({args.repeats}x{args.folds}-fold, cv seed {args.cv_seed})", flush=True)
     bow = {f: bow_scores(texts, y, sp, f, args.C) for f in args.fractions}
     for f, r in bow.items():
         print(f"TF-IDF bag of words, fraction {f}: acc {statistics.mean(a for a, _ in r):.3f} "
               f"macro-F1 {statistics.mean(b for _, b in r):.3f}", flush=True)
-    out = Path(args.out)
     records: List[Dict[str, Any]] = []
     for seed in args.seeds:
         for m in args.methods:
-            path, extra = EXPERIMENTS[m]
             steps = max(1, round(args.steps * ratios.get(m, 1.0)))
-            cfg = load_experiment(path, [f"name={m}_{args.corpus}_s{seed}", f"seed={seed}", f"output_dir={out}/runs",
-                                         f"train.steps={steps}", f"data.shared_data={args.shared_data}",
-                                         "train.progress=false", *CORPORA[args.corpus], *args.set, *extra])
+            cfg = cfg_for(m, seed, steps)
             t0 = time.time()
             run = pretrain(cfg)
             secs = time.time() - t0
@@ -315,7 +337,7 @@ def main() -> None:
     print("splits Δ>0 = positive/negative/total paired differences over (seed, repeat, fold)\n")
     print(compact_table(summary, args.fractions))
     out.mkdir(parents=True, exist_ok=True)
-    name = f"probe_seeds_{args.corpus}_cv{args.cv_seed}_s{'-'.join(map(str, args.seeds))}.json"
+    name = f"probe_seeds_{args.corpus}{'' if args.probe == 'ptbxl' else '_probe-' + args.probe}_cv{args.cv_seed}_s{'-'.join(map(str, args.seeds))}.json"
     (out / name).write_text(json.dumps({"args": vars(args), "classes": classes, "summary": summary,
                                         "bow": {str(k): v for k, v in bow.items()},
                                         "runs": records}, indent=1))

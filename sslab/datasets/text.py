@@ -13,7 +13,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 PathLike = Union[str, Path]
 
@@ -243,19 +243,36 @@ def order_by_score(docs: Sequence[TextDocument], descending: bool = False) -> Li
     return missing + scored
 
 
+def _ptbxl_source(shared_data: Optional[PathLike], stats: CorpusStats) -> List[TextDocument]:
+    if shared_data is None:
+        raise CorpusError("source 'ptbxl' needs data.shared_data (the folder holding ecg/ptbxl)")
+    return ptbxl_reports(Path(shared_data) / "ecg" / "ptbxl", stats=stats)
+
+
+def _stdlib_source(shared_data: Optional[PathLike], stats: CorpusStats) -> List[TextDocument]:
+    from sslab.datasets.text_stdlib import stdlib_docstrings
+
+    return stdlib_docstrings()
+
+
+#: built-in corpora by name: ``(shared_data, stats) -> documents``
+BUILTIN_SOURCES: Dict[str, Callable[[Optional[PathLike], CorpusStats], List[TextDocument]]] = {
+    "ptbxl": _ptbxl_source,
+    "pydoc": lambda shared_data, stats: pydoc_topics(),
+    "stdlib_docs": _stdlib_source,
+}
+
+
 def load_documents(sources: Iterable[Union[str, Dict[str, Any]]], shared_data: Optional[PathLike] = None,
                    stats: Optional[CorpusStats] = None) -> List[TextDocument]:
-    """Materialise documents from a list of sources: ``"ptbxl"``, ``"pydoc"``, a path, or a dict
+    """Materialise documents from a list of sources: a built-in corpus name (``"ptbxl"``, ``"pydoc"``,
+    ``"stdlib_docs"`` = standard-library docstrings, :mod:`sslab.datasets.text_stdlib`), a path, or a dict
     ``{"path": ..., "text_field": ..., "metadata_field": ..., "score_field": ..., "split": ...}``."""
     stats = stats if stats is not None else CorpusStats()
     docs: List[TextDocument] = []
     for src in sources:
-        if src == "ptbxl":
-            if shared_data is None:
-                raise CorpusError("source 'ptbxl' needs data.shared_data (the folder holding ecg/ptbxl)")
-            docs.extend(ptbxl_reports(Path(shared_data) / "ecg" / "ptbxl", stats=stats))
-        elif src == "pydoc":
-            docs.extend(pydoc_topics())
+        if isinstance(src, str) and src in BUILTIN_SOURCES:
+            docs.extend(BUILTIN_SOURCES[src](shared_data, stats))
         elif isinstance(src, (str, Path)):
             docs.extend(iter_corpus(src, stats=stats))
         elif isinstance(src, dict):
@@ -265,7 +282,8 @@ def load_documents(sources: Iterable[Union[str, Dict[str, Any]]], shared_data: O
                 raise CorpusError(f"corpus source {src!r} needs a 'path'")
             docs.extend(iter_corpus(path, stats=stats, **kw))
         else:
-            raise CorpusError(f"unknown corpus source {src!r}: use 'ptbxl', 'pydoc', a path or a mapping with 'path'")
+            raise CorpusError(f"unknown corpus source {src!r}: use one of {sorted(BUILTIN_SOURCES)}, "
+                              "a path or a mapping with 'path'")
     if stats.skipped_empty and any(not f.endswith(".csv") for f in stats.files):
         warnings.warn(f"skipped {stats.skipped_empty} empty document(s) in {stats.files}")
     if not docs:

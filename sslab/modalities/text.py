@@ -10,11 +10,15 @@ the objective (every text objective exposes ``collator(tokenizer, **objective_kw
     pack: false                        pack documents into max_len blocks (not for meco/conditional)
     curriculum: none                   none | score: pretraining documents ordered by quality score
     curriculum_order: ascending        ascending (low score first) | descending; needs train.shuffle: false
-    probe: ptbxl                       ptbxl (report -> diagnostic superclass) | none | a CSV path
+    probe: ptbxl                       ptbxl (report -> diagnostic superclass) | stdlib_docs (docstring ->
+                                       top-level stdlib module) | none | a CSV path
     probe_test_folds: [6, 7]           PTB-XL strat_fold values held out for the probe test split
+    probe_min_per_class: 80            stdlib_docs: modules with fewer docstrings are left out (20 classes)
 
 The probe on PTB-XL reports predicts the diagnostic superclass (NORM/MI/STTC/CD/HYP, highest SCP
-likelihood) from the free-text report; a CSV probe needs ``text`` and ``label`` columns (names
+likelihood) from the free-text report; the stdlib probe predicts which top-level standard-library module
+a docstring documents (:mod:`sslab.datasets.text_stdlib`; a fixed stratified split, ``probe_test_fraction``
+held out, split seed 0 so every run and seed is probed on the same texts); a CSV probe needs ``text`` and ``label`` columns (names
 configurable) and optionally a ``split`` column (train/test), else a stratified random split.
 
 Curriculum (issue 9, "curriculum and averaging"): with ``curriculum: score`` the pretraining dataset
@@ -63,6 +67,7 @@ class TextDataConfig:
     probe_label_column: str = "label"
     probe_test_folds: List[int] = field(default_factory=lambda: [6, 7])
     probe_test_fraction: float = 0.25
+    probe_min_per_class: int = 80
 
 
 class LabeledTexts(Dataset):
@@ -193,8 +198,9 @@ class TextModality(Modality):
             ids = tok(text)["input_ids"]
             return ids[: self.data.max_len - 1] + [ids[-1]] if len(ids) > self.data.max_len else ids
 
-        if self.data.probe == "ptbxl":
-            return [self._ptbxl_task(enc)]
+        builtin = {"ptbxl": self._ptbxl_task, "stdlib_docs": self._stdlib_task}
+        if self.data.probe in builtin:
+            return [builtin[self.data.probe](enc)]
         return [self._csv_task(Path(self.data.probe), enc)]
 
     def _ptbxl_task(self, enc: Callable[[str], List[int]]) -> ProbeTask:
@@ -213,6 +219,22 @@ class TextModality(Modality):
             raise ConfigError(f"data.probe_test_folds={sorted(test_folds)} leaves an empty train or test split")
         return ProbeTask("ptbxl_report_superclass", "multiclass", LabeledTexts(*split[False]),
                          LabeledTexts(*split[True]), collate_fn=collate_labeled, class_names=classes)
+
+    def _stdlib_task(self, enc: Callable[[str], List[int]]) -> ProbeTask:
+        from sklearn.model_selection import train_test_split
+
+        from sslab.datasets.text_stdlib import stdlib_probe_documents
+
+        docs, _ = stdlib_probe_documents(min_per_class=self.data.probe_min_per_class)
+        classes = sorted({d.label for d in docs})  # type: ignore[type-var]
+        y = [classes.index(d.label) for d in docs]  # type: ignore[arg-type]
+        tr, te = train_test_split(list(range(len(docs))), test_size=self.data.probe_test_fraction,
+                                  random_state=0, stratify=y)
+        ids = [enc(d.text) for d in docs]
+        return ProbeTask("stdlib_docstring_module", "multiclass",
+                         LabeledTexts([ids[i] for i in tr], [y[i] for i in tr]),
+                         LabeledTexts([ids[i] for i in te], [y[i] for i in te]), collate_fn=collate_labeled,
+                         class_names=classes)
 
     def _csv_task(self, path: Path, enc: Callable[[str], List[int]]) -> ProbeTask:
         import pandas as pd

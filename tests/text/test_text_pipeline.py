@@ -40,7 +40,13 @@ def test_every_text_experiment_builds_and_computes_a_loss(path: Path, tmp_path: 
     out = objective(collate([dataset[i] for i in range(16)]))
     assert torch.isfinite(out["loss"]) and out["loss"].item() > 0
     task = modality.probe_tasks()[0]
-    assert task.task == "multiclass" and len(task.train) + len(task.test) == 307  # 308 reports, 1 without label
+    if cfg.data["probe"] == "ptbxl":
+        assert task.task == "multiclass" and len(task.train) + len(task.test) == 307  # 308 reports, 1 without label
+    else:
+        from sslab.datasets.text_stdlib import stdlib_probe_documents
+
+        assert cfg.data["probe"] == "stdlib_docs" and task.task == "multiclass"
+        assert len(task.train) + len(task.test) == len(stdlib_probe_documents()[0])
     assert (cfg.run_dir / "tokenizer.json").is_file()
 
 

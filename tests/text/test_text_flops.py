@@ -1,0 +1,28 @@
+"""``sslab.core.flops.training_step_flops``: the equal-compute budget of the MLM-vs-ELECTRA figures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from text_helpers import one_thread  # noqa: F401
+
+from sslab.core.config import load_experiment
+from sslab.core.flops import training_step_flops
+
+EXP = Path(__file__).resolve().parents[2] / "experiments" / "text"
+
+
+def _cfg(name: str, tmp: Path, shared: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return load_experiment(EXP / name, [f"output_dir={tmp}", f"data.shared_data={shared}",
+                                        f"data.tokenizer_cache={tmp / 'tok'}", "encoder.dim=32",
+                                        "train.batch_size=8", *extra])
+
+
+def test_step_flops_are_deterministic_and_rank_objectives_and_sizes(tmp_path: Path, shared_data: Path) -> None:
+    mlm = training_step_flops(_cfg("mlm_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=2"))
+    assert mlm == training_step_flops(_cfg("mlm_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=2"))
+    deeper = training_step_flops(_cfg("mlm_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=4"))
+    electra = training_step_flops(_cfg("electra_gdes_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=2"))
+    # the transformer blocks dominate: twice the depth is well over 1.5x the FLOPs of the whole step
+    assert 1.5 * mlm < deeper < 2.0 * mlm
+    # ELECTRA runs a (half-depth) generator plus the discriminator on the same batch
+    assert 1.2 * mlm < electra < 2.0 * mlm

@@ -114,8 +114,7 @@ def probe_cv(X: np.ndarray, y: np.ndarray, splits: List[List[Tuple[np.ndarray, n
         for tr, te in folds:
             lin = linear_probe(X[tr], y[tr], X[te], y[te], "multiclass", C=1.0, seed=0)
             knn = knn_probe(X[tr], y[tr], X[te], y[te], k=knn_k)
-            mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-8  # kNN on train-standardised features (diagnostic)
-            knn_std = knn_probe((X[tr] - mu) / sd, y[tr], (X[te] - mu) / sd, y[te], k=knn_k)
+            knn_std = knn_probe(X[tr], y[tr], X[te], y[te], k=knn_k, standardize=True)  # diagnostic
             correct_knn_std += knn_std["knn_accuracy"] * len(te)
             correct_lin += lin["accuracy"] * len(te)
             correct_knn += knn["knn_accuracy"] * len(te)

@@ -41,6 +41,12 @@ EXPERIMENTS = {
     "mlm15": ("experiments/text/mlm_ptbxl.yaml", []),
     "mlm30": ("experiments/text/mlm30_ptbxl.yaml", []),
     "electra_gdes": ("experiments/text/electra_gdes_ptbxl.yaml", []),
+    "rts": ("experiments/text/mlm_ptbxl.yaml", ["objective={name: rts}"]),
+    "slm": ("experiments/text/mlm_ptbxl.yaml", ["objective={name: slm}"]),
+    "clm": ("experiments/text/mlm_ptbxl.yaml", ["objective={name: clm}", "encoder.causal=true"]),
+    "ul2": ("experiments/text/ul2_ptbxl.yaml", []),
+    "mosaicbert": ("experiments/text/mosaicbert_mlm_ptbxl.yaml", []),
+    "switchlora_mlm": ("experiments/text/switchlora_mlm_ptbxl.yaml", []),
 }
 CORPORA = {
     "ptbxl": ["data.sources=[ptbxl]"],
@@ -53,6 +59,22 @@ CORPORA = {
 #: labelled probe sets: PTB-XL report -> diagnostic superclass, stdlib docstring -> top-level module
 PROBES = ("ptbxl", "stdlib_docs")
 POOLS = ("mean", "cls", "emb")
+
+
+def encoder_overrides(experiment: str, overrides: Sequence[str]) -> List[str]:
+    """``encoder.<key>=`` overrides address the base encoder of an ``adapted`` (LoRA-family) encoder."""
+    import yaml
+
+    spec = yaml.safe_load(Path(experiment).read_text()).get("encoder", {})
+    if spec.get("name") != "adapted":
+        return list(overrides)
+    out = []
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if key.startswith("encoder.") and key.split(".")[1] not in ("name", "base", "adapter"):
+            o = "encoder.base." + o[len("encoder."):]
+        out.append(o)
+    return out
 
 
 def pool_tokens(tokens: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -248,7 +270,8 @@ def main() -> None:
         path, extra = EXPERIMENTS[m]
         return load_experiment(path, [f"name={m}_{args.corpus}_s{seed}", f"seed={seed}", f"output_dir={out}/{runs}",
                                       f"train.steps={steps}", f"data.shared_data={args.shared_data}",
-                                      "train.progress=false", *CORPORA[args.corpus], *args.set, *extra])
+                                      "train.progress=false", *CORPORA[args.corpus],
+                                      *encoder_overrides(path, args.set), *extra])
 
     out = Path(args.out)
     if args.flop_ratio is not None:

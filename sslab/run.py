@@ -89,7 +89,8 @@ def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg
                 res["kind"] = res.pop("task")
                 row: Dict[str, Any] = {"task": task.name, "encoder": enc_name, **res}
                 if task.task == "multiclass" and frac == 1.0:
-                    row.update(knn_probe(Xtr, ytr, Xte, yte, k=pc.knn_k, temperature=pc.knn_temperature))
+                    row.update(knn_probe(Xtr, ytr, Xte, yte, k=pc.knn_k, temperature=pc.knn_temperature,
+                                              standardize=pc.knn_standardize))
                 rows.append(row)
     return rows
 

@@ -72,6 +72,7 @@ class ProbeConfig:
     class_weight: Optional[str] = None  # "balanced" for imbalanced labels
     knn_k: int = 20
     knn_temperature: float = 0.07
+    knn_standardize: bool = False  # z-score features with the train split's statistics before cosine kNN
     compare_random_init: bool = True
     batch_size: int = 64
 

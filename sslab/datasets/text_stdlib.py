@@ -4,9 +4,10 @@ needs no download (issue 9: "Python's bundled documentation").
 Every docstring (module, class, function) of the stdlib ``.py`` files of the running interpreter is
 one document; its label is the **top-level module** it comes from (``email``, ``asyncio``,
 ``argparse`` ...). The probe asks: which part of the standard library does this docstring
-document? The answer is spread over a large vocabulary (20 classes, ~15k word types), which is where
-a learned low-dimensional representation can beat a random projection of the bag of tokens; the PTB-XL
-report probe hinges on a handful of keywords and cannot show that (docs/text.md).
+document? The answer is spread over a large vocabulary (20 classes, 5,675 alphabetic word types on
+CPython 3.11.7). There a learned low-dimensional representation can beat a random projection of the
+bag of tokens. The PTB-XL report probe hinges on a handful of keywords and cannot show that
+(docs/text.md).
 
 Extraction is deterministic for a given Python version: files in sorted order, nodes in ``ast.walk``
 order, docstrings cleaned by ``ast.get_docstring`` (dedented). Exact duplicates (the same docstring

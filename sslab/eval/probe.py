@@ -116,14 +116,21 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
 
 
 def knn_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
-              k: int = 20, temperature: float = 0.07) -> Dict[str, Any]:
-    """Temperature-weighted cosine kNN classification accuracy (multiclass labels)."""
+              k: int = 20, temperature: float = 0.07, standardize: bool = False) -> Dict[str, Any]:
+    """Temperature-weighted cosine kNN classification accuracy (multiclass labels; Wu et al. 2018, as
+    used by DINO). ``standardize`` z-scores both sets with the *training* mean and std first. MLM
+    features share a large common direction (anisotropy), and plain cosine similarity then compares
+    mostly that direction; the linear probe standardises anyway."""
     X_train, X_test = np.asarray(X_train, dtype=np.float32), np.asarray(X_test, dtype=np.float32)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     _check(X_train, y_train, "train")
     _check(X_test, y_test, "test")
     if y_train.ndim != 1:
         raise ProbeError("kNN probe needs single-label (multiclass) targets")
+    if standardize:
+        mu, sd = X_train.mean(0), X_train.std(0)
+        sd = np.where(sd > 1e-8, sd, 1.0).astype(np.float32)  # constant features become 0, not NaN
+        X_train, X_test = (X_train - mu) / sd, (X_test - mu) / sd
     classes, y_idx = np.unique(y_train, return_inverse=True)
     tr = torch.nn.functional.normalize(torch.from_numpy(X_train), dim=1)
     te = torch.nn.functional.normalize(torch.from_numpy(X_test), dim=1)
@@ -134,7 +141,8 @@ def knn_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_te
     votes = torch.zeros(len(te), len(classes))
     votes.scatter_add_(1, torch.from_numpy(y_idx)[idx], weights)
     pred = classes[votes.argmax(1).numpy()]
-    return {"knn_accuracy": float((pred == y_test).mean()), "k": k, "temperature": temperature}
+    return {"knn_accuracy": float((pred == y_test).mean()), "k": k, "temperature": temperature,
+            "knn_standardized": standardize}
 
 
 @torch.no_grad()

@@ -29,6 +29,25 @@ def test_knn_on_raw_digits(digits):
     assert knn_probe(Xtr, rng.permutation(ytr), Xte, yte)["knn_accuracy"] < 0.3
 
 
+def test_knn_standardize_removes_rogue_dimensions_that_defeat_cosine():
+    """Anisotropic features (a few "rogue" dimensions with a large mean and variance unrelated to the
+    class, as in MLM encoders; Timkey & van Schijndel 2021): plain cosine kNN mostly compares the rogue
+    dimensions; z-scoring with the train statistics recovers the class signal."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 60)
+    signal = 2.0 * np.eye(4)[y] + rng.normal(0, 0.3, (len(y), 4))
+    rogue = 40.0 + rng.normal(0, 30.0, (len(y), 2))
+    constant = np.full((len(y), 1), 7.0)  # a constant feature must not give NaN
+    X = np.concatenate([signal, rogue, constant], 1)
+    tr, te = np.arange(0, len(y), 2), np.arange(1, len(y), 2)
+    plain = knn_probe(X[tr], y[tr], X[te], y[te], k=10)
+    std = knn_probe(X[tr], y[tr], X[te], y[te], k=10, standardize=True)
+    assert plain["knn_accuracy"] < 0.5 and std["knn_accuracy"] > 0.9 and std["knn_standardized"]
+    # the statistics come from the training split only: a shifted test set is not re-centred
+    shifted = knn_probe(X[tr], y[tr], X[te] + np.array([0, 0, 0, 0, 200.0, 0, 0]), y[te], k=10, standardize=True)
+    assert shifted["knn_accuracy"] < std["knn_accuracy"]
+
+
 def test_label_fraction_is_stratified_and_smaller(digits):
     Xtr, Xte, ytr, yte = digits
     idx = subsample(ytr, 0.1, "multiclass")

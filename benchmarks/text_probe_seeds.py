@@ -2,7 +2,7 @@
 
 For every seed and method the experiment is pretrained (``sslab.run.pretrain``) and both the
 exported encoder and the same architecture at random init (same seed = the pretraining start) embed
-the 307 labelled PTB-XL reports once. The probe (report -> diagnostic superclass, standardised
+the labelled texts once (the 307 labelled PTB-XL reports by default). The probe (report -> diagnostic superclass, standardised
 logistic regression, C=1) is then fitted on **identical** repeated stratified K-fold splits for both
 encoders (paired design), with
 
@@ -22,7 +22,10 @@ have a positive difference.
 
 ``--cv-seed`` picks the split set; select settings on one (seeds, cv-seed) and re-measure on others.
 ``--corpus ptbxl+pydoc`` pretrains on the reports plus Python's bundled docs (packed blocks).
-``--summarize runs/text_probe_seeds/*.json`` reprints the compact tables of saved results.
+``--corpus stdlib_docs --probe stdlib_docs`` pretrains on the standard-library docstrings and probes
+docstring -> top-level module (20 classes; docs/text.md). ``--summarize runs/text_probe_seeds/*.json``
+reprints the compact tables of saved results; add ``--merge`` to pool the seeds of several files
+(e.g. two processes run side by side on different seeds) into one table.
 """
 from __future__ import annotations
 
@@ -222,6 +225,33 @@ def compact_table(summary: Sequence[Dict[str, Any]], fractions: Sequence[float])
     return "\n".join(lines)
 
 
+def merge_summaries(results: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], List[float]]:
+    """Pool the per-seed lists of several result files (e.g. two processes run on different seeds).
+    Files must agree on what was measured; seeds must not repeat."""
+    same = ("corpus", "probe", "steps", "set", "folds", "repeats", "fractions", "C")
+    first = results[0]["args"]
+    for r in results[1:]:
+        diff = [k for k in same if r["args"].get(k) != first.get(k)]
+        if diff:
+            raise SystemExit(f"cannot merge: the files differ in {diff}")
+    seeds = [s for r in results for s in r["args"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"cannot merge: seeds repeat across files ({seeds})")
+    merged: Dict[Tuple[str, str, float], Dict[str, Any]] = {}
+    for r in results:
+        for row in r["summary"]:
+            key = (row["method"], row["pool"], row["fraction"])
+            if key not in merged:
+                merged[key] = {k: (list(v) if isinstance(v, list) else v) for k, v in row.items()}
+            else:
+                for k, v in row.items():
+                    if isinstance(v, list):
+                        merged[key][k].extend(v)
+                    elif k.startswith("splits"):
+                        merged[key][k] += v
+    return list(merged.values()), first["fractions"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -244,9 +274,14 @@ def main() -> None:
     ap.add_argument("--keep-runs", action="store_true", help="keep the pretraining run folders")
     ap.add_argument("--summarize", nargs="*", default=None, metavar="JSON",
                     help="only print the compact tables of saved result files, run nothing")
+    ap.add_argument("--merge", action="store_true", help="with --summarize: pool the seeds of the files into one "
+                    "table (the files must share corpus, probe, steps and overrides)")
     ap.add_argument("--set", nargs="*", default=["encoder.dim=64", "encoder.depth=2", "optim.warmup_steps=30"],
                     help="key=value overrides for every run")
     args = ap.parse_args()
+    if args.summarize is not None and args.merge:
+        print(compact_table(*merge_summaries([json.loads(Path(p).read_text()) for p in args.summarize])))
+        return
     if args.summarize is not None:
         for path in args.summarize:
             d = json.loads(Path(path).read_text())

@@ -93,3 +93,26 @@ def test_probe_encoding_keeps_the_final_sep_when_truncating() -> None:
     ids = b.encode_reports(tok, [long, "normales ekg"], max_len=8)
     assert len(ids[0]) == 8 and ids[0][0] == CLS_ID and ids[0][-1] == SEP_ID
     assert ids[1][0] == CLS_ID and ids[1][-1] == SEP_ID and len(ids[1]) < 8
+
+
+def test_merge_summaries_pools_seeds_and_refuses_mismatched_files() -> None:
+    import pytest
+
+    b = _bench()
+
+    def result(seeds, steps=600):  # type: ignore[no-untyped-def]
+        args = {"corpus": "stdlib_docs", "probe": "stdlib_docs", "steps": steps, "set": [], "folds": 5, "repeats": 1,
+                "fractions": [1.0], "C": 1.0, "seeds": seeds}
+        row = {"method": "mlm15", "pool": "mean", "fraction": 1.0, "random_acc": [0.5] * len(seeds),
+               "pre_acc": [0.6] * len(seeds), "d_acc": [0.1 * (s + 1) for s in seeds], "splits_pos": 5 * len(seeds),
+               "splits_neg": 0, "splits": 5 * len(seeds)}
+        return {"args": args, "summary": [row]}
+
+    rows, fractions = b.merge_summaries([result([0, 1]), result([2])])
+    assert fractions == [1.0] and len(rows) == 1
+    assert rows[0]["d_acc"] == pytest.approx([0.1, 0.2, 0.3]) and rows[0]["splits"] == 15
+    assert "3/3" in b.compact_table(rows, fractions)
+    with pytest.raises(SystemExit, match="differ in"):
+        b.merge_summaries([result([0]), result([1], steps=2000)])
+    with pytest.raises(SystemExit, match="seeds repeat"):
+        b.merge_summaries([result([0]), result([0])])

@@ -2,8 +2,8 @@
 
 For every seed and method the experiment is pretrained (``sslab.run.pretrain``) and both the
 exported encoder and the same architecture at random init (same seed = the pretraining start) embed
-the labelled texts once (the 307 labelled PTB-XL reports by default). The probe (report -> diagnostic superclass, standardised
-logistic regression, C=1) is then fitted on **identical** repeated stratified K-fold splits for both
+the labelled texts once (by default the 307 labelled PTB-XL reports). The probe (text -> class;
+standardised logistic regression, C=1) is then fitted on **identical** repeated stratified K-fold splits for both
 encoders (paired design), with
 
 * label fractions (a stratified subsample of each training fold; >= 1 report per class),

@@ -64,6 +64,18 @@ PROBES = ("ptbxl", "stdlib_docs")
 POOLS = ("mean", "cls", "emb")
 
 
+def first_last_means(logs: Sequence[Dict[str, Any]], n: int = 5) -> Dict[str, List[float]]:
+    """``key: [mean of the first n logged values, mean of the last n]`` for every loss/accuracy key
+    (single-batch logs are noisy; ELECTRA's total loss is not a progress measure on its own, because
+    the discriminator's task gets harder as the generator improves)."""
+    keys = sorted({k for r in logs for k in r if k.endswith(("loss", "_acc"))})
+    out = {}
+    for k in keys:
+        v = [float(r[k]) for r in logs if k in r]
+        out[k] = [round(statistics.mean(v[:n]), 4), round(statistics.mean(v[-n:]), 4)]
+    return out
+
+
 def encoder_overrides(experiment: str, overrides: Sequence[str]) -> List[str]:
     """``encoder.<key>=`` overrides address the base encoder of an ``adapted`` (LoRA-family) encoder."""
     import yaml
@@ -344,7 +356,8 @@ def main() -> None:
             feats = {"pretrained": embed_all(pre, ids), "random_init": embed_all(rnd, ids)}
             rec: Dict[str, Any] = {"method": m, "seed": seed, "steps": steps, "corpus": args.corpus,
                                    "train_s": round(secs, 1), "loss_first": round(losses[0], 3),
-                                   "loss_last": round(losses[-1], 3), "scores": {}}
+                                   "loss_last": round(losses[-1], 3), "logged": first_last_means(logs),
+                                   "scores": {}}
             for enc, fs in feats.items():
                 for p in POOLS:
                     for f in args.fractions:

@@ -113,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse stops filling ``overrides`` at the first flag, so ``pretrain exp.yaml --probe a=b`` would leave
+    # ``a=b`` unrecognised; key=value words after a flag are overrides too
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError) as err:

@@ -17,7 +17,8 @@ TINY = ["modality=vector", "encoder.name=mlp", "encoder.in_dim=64", "encoder.dim
 def test_pretrain_then_probe_beats_random_init(tmp_path, capsys):
     exp = tmp_path / "exp.yaml"
     exp.write_text("data: {source: digits}\n")
-    assert main(["pretrain", str(exp), *TINY, f"output_dir={tmp_path}", "--probe"]) == 0
+    # overrides may come before and after the flag (argparse alone stops filling them at --probe)
+    assert main(["pretrain", str(exp), *TINY[:6], "--probe", *TINY[6:], f"output_dir={tmp_path}"]) == 0
     run = tmp_path / "tiny"
     for name in ("config.yaml", "metrics.jsonl", "loss.png", "probe.json", "probe.md", "probe.png",
                  "encoder/encoder.safetensors", "encoder/encoder.json"):
@@ -46,6 +47,9 @@ def test_cli_list_and_errors(tmp_path, capsys):
     assert "encoders:" in out and "  mlp" in out and "  masked_feature" in out
     exp = tmp_path / "e.yaml"
     exp.write_text("modality: vector\n")
+    with pytest.raises(SystemExit):  # a stray word that is not key=value is still an argparse error
+        main(["pretrain", str(exp), "--probe", "oops"])
+    assert "unrecognized arguments: oops" in capsys.readouterr().err
     assert main(["pretrain", str(exp), "train.stesp=3"]) == 2
     assert "unknown config key 'train.stesp'" in capsys.readouterr().err
     assert main(["pretrain", str(exp), "modality=nope", "encoder.name=mlp"]) == 2

@@ -47,6 +47,13 @@ def build_generator(disc: nn.Module, depth: Optional[int], heads: Optional[int])
                            unpad=getattr(disc, "unpad", False))
 
 
+def binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    """``H(p)`` in nats: the BCE of a discriminator that only knows the replaced fraction ``p``. A
+    ``disc_loss`` near ``disc_prior_loss`` means replaced-token detection has not been learned yet."""
+    p = p.float().clamp(1e-7, 1 - 1e-7)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
 @OBJECTIVES.register("electra")
 class ElectraObjective(nn.Module):
     def __init__(self, encoder: nn.Module, embedding_sharing: str = "gdes", disc_weight: float = 50.0,
@@ -133,8 +140,8 @@ class ElectraObjective(nn.Module):
             disc_acc = (pred == c["disc_labels"][valid]).float().mean()
             replaced = c["disc_labels"][valid].mean()
         return {"loss": c["gen_loss"] + self.disc_weight * disc_loss, "gen_loss": c["gen_loss"].detach(),
-                "disc_loss": disc_loss.detach(), "gen_acc": c["gen_acc"], "disc_acc": disc_acc,
-                "replaced_frac": replaced}
+                "disc_loss": disc_loss.detach(), "disc_prior_loss": binary_entropy(replaced),
+                "gen_acc": c["gen_acc"], "disc_acc": disc_acc, "replaced_frac": replaced}
 
     def on_step_end(self, step: int, total_steps: int) -> Optional[Dict[str, Any]]:
         self.sync_embedding()

@@ -113,6 +113,21 @@ def test_gdes_total_loss_gradient_on_generator_embedding_is_the_mlm_gradient() -
     assert torch.allclose(g_total, obj.generator.tok_emb.weight.grad, atol=1e-6)
 
 
+def test_disc_prior_loss_is_the_bce_of_predicting_the_replaced_fraction() -> None:
+    from sslab.objectives.electra import binary_entropy
+
+    out = _electra()(ElectraObjective.collator(pydoc_tokenizer())(_items(8)))
+    assert 0 < out["replaced_frac"] < 1
+    assert torch.allclose(out["disc_prior_loss"], binary_entropy(out["replaced_frac"]))
+    # the BCE of a constant prediction logit(p) on labels with a fraction p of ones
+    labels = torch.zeros(1000)
+    labels[:137] = 1.0
+    p = labels.mean()
+    bce = F.binary_cross_entropy_with_logits(torch.full((1000,), float(torch.logit(p))), labels)
+    assert torch.allclose(binary_entropy(p), bce, atol=1e-5)
+    assert float(binary_entropy(torch.tensor(0.5))) == pytest.approx(0.6931, abs=1e-4)
+
+
 def test_shared_embedding_does_receive_discriminator_gradient() -> None:
     obj = _electra("shared")
     assert obj.encoder.tok_emb is obj.generator.tok_emb

@@ -28,7 +28,9 @@ def test_pretrain_then_probe_beats_random_init(tmp_path, capsys):
     rows = json.loads((run / "probe.json").read_text())["rows"]
     acc = {r["encoder"]: r["accuracy"] for r in rows}
     assert acc["pretrained"] > acc["random_init"]
-    assert "pretrained" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "pretrained" in captured.out
+    assert "it/s" not in captured.err  # train.progress=false also silences the probe's progress bars
 
 
 def test_load_encoder_round_trip(tmp_path):

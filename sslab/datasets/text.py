@@ -252,7 +252,9 @@ def _ptbxl_source(shared_data: Optional[PathLike], stats: CorpusStats) -> List[T
 def _stdlib_source(shared_data: Optional[PathLike], stats: CorpusStats) -> List[TextDocument]:
     from sslab.datasets.text_stdlib import stdlib_docstrings
 
-    return stdlib_docstrings()
+    docs = stdlib_docstrings()
+    stats.documents += len(docs)
+    return docs
 
 
 #: built-in corpora by name: ``(shared_data, stats) -> documents``

@@ -90,6 +90,14 @@ def collate_labeled(items: Sequence[Tuple[Dict[str, List[int]], int]]) -> Tuple[
     return batch, torch.tensor([it[1] for it in items], dtype=torch.long)
 
 
+def _split_task(name: str, ids: List[List[int]], y: List[int], train_idx: Sequence[int], test_idx: Sequence[int],
+                classes: List[str]) -> ProbeTask:
+    """A multiclass probe task from encoded texts, labels and the train/test indices."""
+    return ProbeTask(name, "multiclass", LabeledTexts([ids[i] for i in train_idx], [y[i] for i in train_idx]),
+                     LabeledTexts([ids[i] for i in test_idx], [y[i] for i in test_idx]), collate_fn=collate_labeled,
+                     class_names=classes)
+
+
 def _encoder_spec_base(spec: Dict[str, Any]) -> Dict[str, Any]:
     """The text_transformer part of a (possibly ``adapted``) encoder spec."""
     return spec["base"] if spec.get("name") == "adapted" and isinstance(spec.get("base"), dict) else spec
@@ -230,11 +238,7 @@ class TextModality(Modality):
         y = [classes.index(d.label) for d in docs]  # type: ignore[arg-type]
         tr, te = train_test_split(list(range(len(docs))), test_size=self.data.probe_test_fraction,
                                   random_state=0, stratify=y)
-        ids = [enc(d.text) for d in docs]
-        return ProbeTask("stdlib_docstring_module", "multiclass",
-                         LabeledTexts([ids[i] for i in tr], [y[i] for i in tr]),
-                         LabeledTexts([ids[i] for i in te], [y[i] for i in te]), collate_fn=collate_labeled,
-                         class_names=classes)
+        return _split_task("stdlib_docstring_module", [enc(d.text) for d in docs], y, tr, te, classes)
 
     def _csv_task(self, path: Path, enc: Callable[[str], List[int]]) -> ProbeTask:
         import pandas as pd
@@ -262,6 +266,4 @@ class TextModality(Modality):
             strat = y if min(pd.Series(y).value_counts()) >= 2 else None
             tr, te = train_test_split(list(range(len(y))), test_size=self.data.probe_test_fraction,
                                       random_state=self.cfg.seed, stratify=strat)
-        return ProbeTask(f"csv:{path.stem}", "multiclass", LabeledTexts([ids[i] for i in tr], [y[i] for i in tr]),
-                         LabeledTexts([ids[i] for i in te], [y[i] for i in te]), collate_fn=collate_labeled,
-                         class_names=classes)
+        return _split_task(f"csv:{path.stem}", ids, y, tr, te, classes)

@@ -26,3 +26,23 @@ def test_step_flops_are_deterministic_and_rank_objectives_and_sizes(tmp_path: Pa
     assert 1.5 * mlm < deeper < 2.0 * mlm
     # ELECTRA runs a (half-depth) generator plus the discriminator on the same batch
     assert 1.2 * mlm < electra < 2.0 * mlm
+
+
+def test_step_flops_count_forward_and_backward(tmp_path: Path, shared_data: Path) -> None:
+    """Every matmul input here needs a gradient (the first layer is an embedding), so backward costs
+    twice the forward: the training step is 3x the FLOPs of a forward pass on the same batch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sslab.core.modality import build_modality
+
+    cfg = _cfg("mlm_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=2")
+    step = training_step_flops(cfg, seed=0)
+    torch.manual_seed(0)  # the same model, batch and masks as training_step_flops(cfg, seed=0)
+    modality = build_modality(cfg)
+    dataset, collate = modality.pretrain_data()
+    objective = modality.build_objective(modality.build_encoder())
+    batch = collate([dataset[i % len(dataset)] for i in range(cfg.train.batch_size)])
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        objective(batch)
+    assert step == 3 * counter.get_total_flops()

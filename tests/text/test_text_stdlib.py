@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sslab.datasets.text import CorpusError, load_documents
+from sslab.datasets.text import CorpusError, CorpusStats, load_documents
 from sslab.datasets.text_stdlib import (EXCLUDED_TOP_LEVEL, DocstringStats, stdlib_docstrings,
                                         stdlib_probe_documents, stdlib_root)
 
@@ -88,7 +88,9 @@ def test_builtin_source_name_and_modality_probe(tmp_path: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the real stdlib parses without a skip warning
-        assert load_documents(["stdlib_docs"]) == stdlib_docstrings()
+        stats = CorpusStats()
+        assert load_documents(["stdlib_docs"], stats=stats) == stdlib_docstrings()
+        assert stats.documents == len(stdlib_docstrings())
     exp = Path(__file__).resolve().parents[2] / "experiments" / "text" / "mlm_stdlib_docs.yaml"
     cfg = load_experiment(exp, [f"output_dir={tmp_path}", f"data.tokenizer_cache={tmp_path / 'tok'}",
                                 "data.vocab_size=500", "data.probe_min_per_class=200"])

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import List, Optional
 
+from sslab.core import distributed as dist_utils
 from sslab.core.registry import ALL_REGISTRIES, COMMANDS
 
 
@@ -122,7 +123,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        dist_utils.cleanup()  # under torchrun: tear the group down before exit (only on success, as a
+        return code           # destroy while a failed peer is mid-collective would hang)
     except (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError) as err:
         if os.environ.get("SSLAB_DEBUG"):
             raise

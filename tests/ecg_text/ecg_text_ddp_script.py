@@ -20,6 +20,7 @@ def data():
 
 
 def worker(rank: int, world: int, port: str, out: str) -> None:
+    from sslab.core.distributed import cleanup
     from sslab.objectives.melp import clip_loss
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
@@ -36,7 +37,7 @@ def worker(rank: int, world: int, port: str, out: str) -> None:
         full, _ = clip_loss(e, t, torch.tensor(3.0), gather=False)
         full.backward()
         json.dump({"ranks": vals, "full": float(full), "full_grad": e.grad.tolist()}, open(out, "w"))
-    dist.destroy_process_group()
+    cleanup()  # barrier, destroy, let gloo's workers drain before the interpreter exits
 
 
 if __name__ == "__main__":

@@ -261,12 +261,12 @@ class Trainer:
                 if not torch.isfinite(loss.detach()).all():
                     raise NonFiniteLossError(
                         f"non-finite loss at step {self.step + 1} (micro-batch {micro}): "
-                        f"{ {k: float(v) for k, v in out.items() if _is_scalar(v)} }; "
+                        f"{ {k: _scalar_value(v) for k, v in out.items() if _is_scalar(v)} }; "
                         "lower optim.lr, enable optim.clip_grad or check the data for NaNs")
                 (loss / accum).backward()
             for k, v in out.items():
                 if _is_scalar(v):
-                    logged[k] = logged.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) / accum
+                    logged[k] = logged.get(k, 0.0) + _scalar_value(v) / accum
             n_samples += _batch_size(batch)
         trainable = [p for p in self.objective.parameters() if p.requires_grad]
         if self.ocfg.clip_grad:
@@ -341,6 +341,11 @@ def _is_scalar(v: Any) -> bool:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return True
     return isinstance(v, torch.Tensor) and v.numel() == 1
+
+
+def _scalar_value(v: Any) -> float:
+    """A logged scalar as a float, without touching autograd."""
+    return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
 
 
 def _batch_size(batch: Any) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from text_helpers import one_thread  # noqa: F401
 
 from sslab.core.config import load_experiment
@@ -22,10 +23,13 @@ def test_step_flops_are_deterministic_and_rank_objectives_and_sizes(tmp_path: Pa
     assert mlm == training_step_flops(_cfg("mlm_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=2"))
     deeper = training_step_flops(_cfg("mlm_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=4"))
     electra = training_step_flops(_cfg("electra_gdes_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=2"))
-    # the transformer blocks dominate: twice the depth is well over 1.5x the FLOPs of the whole step
+    # same batches and masks at both depths (the RNG is reset after the model is built), so doubling the
+    # depth doubles the blocks' FLOPs and leaves the embedding-side and MLM-head FLOPs as they were
     assert 1.5 * mlm < deeper < 2.0 * mlm
     # ELECTRA runs a (half-depth) generator plus the discriminator on the same batch
     assert 1.2 * mlm < electra < 2.0 * mlm
+    with pytest.raises(ValueError, match="batches must be >= 1"):
+        training_step_flops(_cfg("mlm_ptbxl.yaml", tmp_path, shared_data), batches=0)
 
 
 def test_step_flops_count_forward_and_backward(tmp_path: Path, shared_data: Path) -> None:
@@ -37,11 +41,12 @@ def test_step_flops_count_forward_and_backward(tmp_path: Path, shared_data: Path
     from sslab.core.modality import build_modality
 
     cfg = _cfg("mlm_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=2")
-    step = training_step_flops(cfg, seed=0)
-    torch.manual_seed(0)  # the same model, batch and masks as training_step_flops(cfg, seed=0)
+    step = training_step_flops(cfg, seed=0, batches=1)
+    torch.manual_seed(0)  # the same model, batch and masks as training_step_flops(cfg, seed=0, batches=1)
     modality = build_modality(cfg)
     dataset, collate = modality.pretrain_data()
     objective = modality.build_objective(modality.build_encoder())
+    torch.manual_seed(0)
     batch = collate([dataset[i % len(dataset)] for i in range(cfg.train.batch_size)])
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         objective(batch)

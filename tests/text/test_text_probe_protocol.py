@@ -90,9 +90,12 @@ def test_probe_encoding_keeps_the_final_sep_when_truncating() -> None:
     b = _bench()
     tok = train_tokenizer(["sinusrhythmus normales ekg", "vorhofflimmern linkstyp"] * 20, vocab_size=120)
     long = " ".join(["sinusrhythmus normales ekg"] * 10)
-    ids = b.encode_reports(tok, [long, "normales ekg"], max_len=8)
+    ids = b.encode_reports(tok, [long, "ekg"], max_len=8)
     assert len(ids[0]) == 8 and ids[0][0] == CLS_ID and ids[0][-1] == SEP_ID
-    assert ids[1][0] == CLS_ID and ids[1][-1] == SEP_ID and len(ids[1]) < 8
+    assert ids[0][1:7] == tok(long)["input_ids"][1:7]  # the head of the text is kept, the tail cut
+    # a text that fits is left whole ("ekg" is at most 3 word pieces whichever merges WordPiece training
+    # picked: the vocabulary differs between trainings, as tokenizers breaks ties in hash order)
+    assert ids[1] == tok("ekg")["input_ids"] and len(ids[1]) <= 5
 
 
 def test_merge_summaries_pools_seeds_and_refuses_mismatched_files() -> None:

@@ -82,7 +82,7 @@ def test_sit_pretrain_and_probe_beside_random_init(tmp_path):
     assert all("knn_accuracy" in r for r in result["rows"])
 
 
-def test_vision_config_errors(tmp_path):
+def test_vision_config_rejects_bad_keys_and_sizes(tmp_path):
     with pytest.raises(ConfigError, match="unknown config key 'data.imgsize'"):
         VisionModality(_cfg(tmp_path, "bad", {"name": "sit"}, imgsize=16))
     with pytest.raises(ValueError, match="not a multiple of encoder.patch_size"):

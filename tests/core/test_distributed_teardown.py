@@ -7,14 +7,9 @@ The abort this guards against ("terminate called without an active exception" at
 import os
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 import sslab.cli as cli
 from sslab.core import distributed as dist_utils
-
-HERE = Path(__file__).parent
 
 
 def _record_calls(monkeypatch, initialised=True):
@@ -39,7 +34,7 @@ def test_cleanup_is_a_no_op_without_a_process_group(monkeypatch):
     assert calls == []
 
 
-def test_cli_tears_down_after_success_but_not_after_an_error(monkeypatch, tmp_path, capsys):
+def test_cli_tears_down_after_success_but_not_after_an_error(monkeypatch, tmp_path):
     torn_down = []
     monkeypatch.setattr(cli.dist_utils, "cleanup", lambda: torn_down.append(True))
     assert cli.main(["list"]) == 0

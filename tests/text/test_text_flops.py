@@ -26,6 +26,9 @@ def test_step_flops_are_deterministic_and_rank_objectives_and_sizes(tmp_path: Pa
     # same batches and masks at both depths (the RNG is reset after the model is built), so doubling the
     # depth doubles the blocks' FLOPs and leaves the embedding-side and MLM-head FLOPs as they were
     assert 1.5 * mlm < deeper < 2.0 * mlm
+    # ...so the step cost is exactly linear in depth (it is not if the masks follow the init's RNG use)
+    deepest = training_step_flops(_cfg("mlm_ptbxl.yaml", tmp_path, shared_data, "encoder.depth=6"))
+    assert deepest - deeper == deeper - mlm
     # ELECTRA runs a (half-depth) generator plus the discriminator on the same batch
     assert 1.2 * mlm < electra < 2.0 * mlm
     with pytest.raises(ValueError, match="batches must be >= 1"):

@@ -12,6 +12,7 @@ PLUGIN_PACKAGES = (
     "sslab.modalities",
     "sslab.eval",
     "sslab.commands",
+    "sslab.importers",
 )
 
 _loaded = False

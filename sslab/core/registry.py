@@ -91,6 +91,8 @@ OBJECTIVES: Registry[Callable[..., Any]] = Registry("objective")
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
 MODALITIES: Registry[Callable[..., Any]] = Registry("modality")
 COMMANDS: Registry[Callable[..., Any]] = Registry("command")
+# ``sslab import FORMAT CHECKPOINT --out DIR``: converters of published checkpoints into sslab encoder folders
+IMPORTERS: Registry[Callable[..., Any]] = Registry("importer")
 
 ALL_REGISTRIES: Dict[str, Registry[Any]] = {
     "encoders": ENCODERS,
@@ -98,4 +100,5 @@ ALL_REGISTRIES: Dict[str, Registry[Any]] = {
     "datasets": DATASETS,
     "modalities": MODALITIES,
     "commands": COMMANDS,
+    "importers": IMPORTERS,
 }

@@ -15,7 +15,10 @@ from sslab.core.export import build_encoder, load_encoder, save_encoder
 from sslab.core.io import atomic_write_text
 from sslab.core.modality import Modality, ProbeTask, build_modality
 from sslab.core.trainer import Trainer, select_device
-from sslab.eval.probe import extract_features, format_table, headline, knn_probe, linear_probe
+from sslab.eval.cv import check_cv, cv_splits
+from sslab.eval.cv import summarize as summarize_folds
+from sslab.eval.floors import Floor, as_floor, concat, n_rows, take
+from sslab.eval.probe import extract_features, format_table, headline, knn_probe, linear_probe, subsample
 
 
 def seed_everything(seed: int) -> None:
@@ -63,16 +66,43 @@ def _load_target(target: Union[str, Path], cfg: Optional[ExperimentConfig],
     return encoder, cfg, out_dir
 
 
+def _score(Xtr: Any, ytr: np.ndarray, Xte: Any, yte: np.ndarray, kind: str, frac: float, seed: int,
+           pc: Any, scorer: Optional[Any] = None) -> Dict[str, Any]:
+    """One probe fit: the standard linear probe, or a floor's own scorer on the same label subsample."""
+    if scorer is None:
+        res = linear_probe(Xtr, ytr, Xte, yte, kind, C=pc.C, max_iter=pc.max_iter, label_fraction=frac,
+                           seed=seed, class_weight=pc.class_weight)
+        res["kind"] = res.pop("task")
+        return res
+    idx = subsample(np.asarray(ytr), frac, kind, seed)
+    res = scorer(take(Xtr, idx), np.asarray(ytr)[idx], Xte, yte, kind, seed)
+    return {"kind": kind, "n_train": int(len(idx)), "n_test": int(len(yte)), "label_fraction": frac, **res}
+
+
+def _task_labels(ds: Any) -> np.ndarray:
+    """Labels of a probe dataset of ``(inputs, label)`` items (when no encoder extracted them)."""
+    return np.stack([np.asarray(ds[i][1]) for i in range(len(ds))])
+
+
 def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg: ExperimentConfig,
-                   tasks: Optional[List[ProbeTask]] = None, progress: bool = True) -> List[Dict[str, Any]]:
-    """Linear probe (+ kNN for multiclass) of each named encoder on each probe task."""
+                   tasks: Optional[List[ProbeTask]] = None, progress: bool = True,
+                   fold_rows: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+    """Linear probe (+ kNN for multiclass) of each named encoder on each probe task, plus the modality's
+    classical floors (``encoder="floor:<name>"``, when ``probe.floors``).
+
+    With ``probe.cv`` each task's train and test items are pooled and scored by repeated K-fold
+    (:mod:`sslab.eval.cv`); per-fold rows are appended to ``fold_rows`` and the returned row holds the mean
+    over splits (``<metric>_std`` beside it)."""
     device = select_device(cfg.train.device)
     tasks = modality.probe_tasks() if tasks is None else tasks
     if not tasks:
         raise ValueError(f"modality {cfg.modality!r} defines no probe tasks for this data configuration")
     rows: List[Dict[str, Any]] = []
     pc = cfg.probe
+    cv = check_cv(pc.cv) if pc.cv else None
     for task in tasks:
+        feats: Dict[str, Floor] = {}
+        ytr = yte = None
         for enc_name, encoder in encoders.items():
             encoder = encoder.to(device).eval()
 
@@ -83,15 +113,37 @@ def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg
                                         desc=f"{task.name}/{enc_name}/train")
             Xte, yte = extract_features(embed, task.test, task.collate_fn, device, pc.batch_size, progress,
                                         desc=f"{task.name}/{enc_name}/test")
-            for frac in pc.label_fractions:
-                res = linear_probe(Xtr, ytr, Xte, yte, task.task, C=pc.C, max_iter=pc.max_iter,
-                                   label_fraction=frac, seed=cfg.seed, class_weight=pc.class_weight)
-                res["kind"] = res.pop("task")
-                row: Dict[str, Any] = {"task": task.name, "encoder": enc_name, **res}
-                if task.task == "multiclass" and frac == 1.0:
-                    row.update(knn_probe(Xtr, ytr, Xte, yte, k=pc.knn_k, temperature=pc.knn_temperature,
-                                              standardize=pc.knn_standardize))
-                rows.append(row)
+            feats[enc_name] = Floor(Xtr, Xte)
+        if pc.floors:
+            for name, value in modality.floor_features(task).items():
+                feats[f"floor:{name}"] = as_floor(name, value)
+        if ytr is None:
+            ytr, yte = _task_labels(task.train), _task_labels(task.test)
+        for name, f in feats.items():
+            if n_rows(f.train) != len(ytr) or n_rows(f.test) != len(yte):
+                raise ValueError(f"probe task {task.name!r}: {name} has {n_rows(f.train)}/{n_rows(f.test)} "
+                                 f"train/test rows, the task {len(ytr)}/{len(yte)}")
+        for frac in pc.label_fractions:
+            if cv is None:
+                for name, f in feats.items():
+                    row: Dict[str, Any] = {"task": task.name, "encoder": name,
+                                           **_score(f.train, ytr, f.test, yte, task.task, frac, cfg.seed, pc, f.scorer)}
+                    if task.task == "multiclass" and frac == 1.0 and not name.startswith("floor:"):
+                        row.update(knn_probe(f.train, ytr, f.test, yte, k=pc.knn_k, temperature=pc.knn_temperature,
+                                             standardize=pc.knn_standardize))
+                    rows.append(row)
+                continue
+            y = np.concatenate([ytr, yte])
+            splits = cv_splits(y, task.task, *cv, groups=task.groups)
+            for name, f in feats.items():
+                X = concat(f.train, f.test)
+                per_fold = []
+                for k, (rep, tr, te) in enumerate(splits):
+                    res = _score(take(X, tr), y[tr], take(X, te), y[te], task.task, frac, k, pc, f.scorer)
+                    per_fold.append({"task": task.name, "encoder": name, "repeat": rep, "fold": k, **res})
+                if fold_rows is not None:
+                    fold_rows.extend(per_fold)
+                rows.append({**summarize_folds(per_fold), "cv": f"{cv[1]}x{cv[0]}-fold"})
     return rows
 
 
@@ -105,8 +157,11 @@ def probe(target: Union[str, Path], cfg: Optional[ExperimentConfig] = None, over
     if cfg.probe.compare_random_init:
         seed_everything(cfg.seed)  # the same init the pretraining run started from
         encoders["random_init"] = build_encoder(encoder.sslab_spec)  # type: ignore[arg-type]
-    rows = probe_encoders(modality, encoders, cfg, progress=progress)
-    result = {"target": str(target), "modality": cfg.modality, "rows": rows}
+    fold_rows: List[Dict[str, Any]] = []
+    rows = probe_encoders(modality, encoders, cfg, progress=progress, fold_rows=fold_rows)
+    result: Dict[str, Any] = {"target": str(target), "modality": cfg.modality, "rows": rows}
+    if fold_rows:
+        result["folds"] = fold_rows  # per-fold rows of a probe.cv run (tables show the means)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "probe.json", json.dumps(result, indent=2))
     atomic_write_text(out / "probe.md", format_table(rows) + "\n")

@@ -75,6 +75,8 @@ class ProbeConfig:
     knn_standardize: bool = False  # z-score features with the train split's statistics before cosine kNN
     compare_random_init: bool = True
     batch_size: int = 64
+    floors: bool = True  # classical-floor rows ("floor:<name>") from Modality.floor_features
+    cv: Dict[str, Any] = field(default_factory=dict)  # {folds, repeats, seed}: repeated K-fold (sslab.eval.cv)
 
 
 @dataclass

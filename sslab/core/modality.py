@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ class ProbeTask:
     test: Dataset
     collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None
     class_names: Optional[List[str]] = None
+    #: per item of ``train`` then ``test``: a group id that cross-validation keeps on one side (e.g. the
+    #: utterance of a speech chunk); ``None``: items are independent
+    groups: Optional[Sequence[Any]] = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -56,6 +59,12 @@ class Modality:
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         """Frozen features for probing: pooled encoder tokens, ``[B, D]``."""
         return encoder.pool(encoder(inputs))
+
+    def floor_features(self, task: ProbeTask) -> Dict[str, Any]:
+        """Classical floors of ``task`` (no pretraining): ``{name: (train_features, test_features)}`` or
+        ``{name: sslab.eval.floors.Floor(train, test, scorer)}``, aligned with the task's items.
+        Probe rows of a floor have ``encoder="floor:<name>"``. Default: none."""
+        return {}
 
 
 def build_modality(cfg: ExperimentConfig) -> Modality:

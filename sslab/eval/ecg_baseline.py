@@ -12,8 +12,10 @@ the training medians and *counted* (``n_failed``), never dropped.
 """
 from __future__ import annotations
 
+import os
 import warnings
-from typing import Dict, Iterable, List, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -103,3 +105,29 @@ def baseline_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
     res = linear_probe(Xtr, y_train, Xte, y_test, task, C=C)
     res.update(stats)
     return res
+
+
+FEATURES_VERSION = "nk1"  # bump when record_features changes (invalidates the on-disk cache)
+
+
+def cached_extract(signals: Sequence[np.ndarray], fs: float, cache_dir: Optional[str] = None,
+                   progress: bool = False) -> np.ndarray:
+    """:func:`extract` memoised on disk by the records' bytes (``<cache_dir>/ecg_floor/<sha1>.npy``): the
+    floor of a probe task is computed once, not once per pretraining seed."""
+    import hashlib
+
+    h = hashlib.sha1(f"{FEATURES_VERSION}|{fs}|{len(signals)}".encode())
+    for s in signals:
+        a = np.ascontiguousarray(s)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    path = Path(cache_dir).expanduser() / "ecg_floor" / f"{h.hexdigest()}.npy" if cache_dir else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    X = extract(signals, fs, progress=progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, X)
+        os.replace(tmp, path)
+    return X

@@ -83,10 +83,21 @@ def _hgb_pipeline(num: list, cat: list, task: str, seed: int) -> Any:
 BASELINES = {"linear": _linear_pipeline, "hgb": _hgb_pipeline}
 
 
+def raw_frames(train: Table, test: Table) -> Tuple[Any, Any, list, list]:
+    """Train/test DataFrames of the feature columns as the baselines want them (categorical columns as
+    object dtype with NaN for missing), and the numeric / categorical column names."""
+    Xtr, Xte, num, cat = _frames(train, test)
+    Xtr, Xte = Xtr.copy(), Xte.copy()
+    for c in cat:  # sklearn wants one dtype per categorical column; None -> NaN handled by imputer/encoder
+        Xtr[c] = Xtr[c].astype(object).where(Xtr[c].notna(), np.nan)
+        Xte[c] = Xte[c].astype(object).where(Xte[c].notna(), np.nan)
+    return Xtr, Xte, num, cat
+
+
 def sklearn_baselines(train: Table, test: Table, seed: int = 0,
                       names: Optional[Tuple[str, ...]] = None) -> Dict[str, Dict[str, float]]:
     """Fit each baseline on ``train`` and score it on ``test`` with :func:`table_metrics`."""
-    Xtr, Xte, num, cat = _frames(train, test)
+    Xtr, Xte, num, cat = raw_frames(train, test)
     ytr, classes = train.labels()
     yte, classes_te = test.labels()
     task = train.schema.task or "multiclass"
@@ -94,11 +105,6 @@ def sklearn_baselines(train: Table, test: Table, seed: int = 0,
         # labels() indexes the classes present; map the test labels onto the training classes
         index = {c: i for i, c in enumerate(classes)}
         yte = np.array([index.get(classes_te[i], -1) for i in yte])
-    Xtr = Xtr.copy()
-    Xte = Xte.copy()
-    for c in cat:  # sklearn wants one dtype per categorical column; None -> NaN handled by imputer/encoder
-        Xtr[c] = Xtr[c].astype(object).where(Xtr[c].notna(), np.nan)
-        Xte[c] = Xte[c].astype(object).where(Xte[c].notna(), np.nan)
     out: Dict[str, Dict[str, float]] = {}
     for name in names or tuple(BASELINES):
         model = BASELINES[name](num, cat, task, seed)

@@ -266,6 +266,24 @@ class ECGModality(Modality):
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         return crop_averaged_embedding(encoder, inputs)
 
+    def floor_features(self, task: ProbeTask) -> Dict[str, Any]:
+        """neurokit2 hand-crafted features (HR, HRV, intervals, per-lead wave amplitudes;
+        :mod:`sslab.eval.ecg_baseline`) of the raw (un-normalised) probe records, NaNs imputed with the
+        training medians. Record-level tasks only (beat windows are too short for rhythm features)."""
+        if not isinstance(task.train, ECGProbeSet):
+            return {}
+        from sslab.eval.ecg_baseline import cached_extract, impute
+
+        def raw(ds: ECGProbeSet) -> List[np.ndarray]:
+            view = ds.get_signal
+            return [np.asarray(view.get(i), dtype=np.float32) for i in view.indices]
+
+        d = self.data
+        Xtr = cached_extract(raw(task.train), d.fs, d.cache_dir, progress=self.cfg.train.progress)
+        Xte = cached_extract(raw(task.test), d.fs, d.cache_dir, progress=self.cfg.train.progress)
+        Xtr, Xte, _ = impute(Xtr, Xte)
+        return {"neurokit2": (Xtr, Xte)}
+
 
 def crop_averaged_embedding(encoder: nn.Module, inputs: Any) -> torch.Tensor:
     """Mean-pooled tokens, averaged over each record's crops (``{"crops", "counts"}``) -> ``[B, D]``."""

@@ -187,5 +187,17 @@ class GraphModality(Modality):
                           Subset(ds, te.tolist()), collate_labelled, names)
                 for i, (tr, te) in enumerate(splits)]
 
+    def floor_features(self, task: ProbeTask) -> Dict[str, Any]:
+        """No GNN at all: [mean, sum] of each graph's input node features (e.g. element and degree
+        histograms), the pooled-feature probe the GNN must beat."""
+        def pooled(ds: Dataset) -> np.ndarray:
+            rows = []
+            for i in range(len(ds)):
+                x = ds[i][0].x.float()
+                rows.append(torch.cat([x.mean(0), x.sum(0)]).numpy())
+            return np.stack(rows)
+
+        return {"pooled_node_features": (pooled(task.train), pooled(task.test))}
+
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         return graph_embedding(encoder, inputs, self.data_cfg.probe_pooling, self.data_cfg.probe_layers)

@@ -229,8 +229,26 @@ class SpeechModality(Modality):
                 for s in starts:
                     splits[split][0].append((u, s, s + n))
                     splits[split][1].append(ci)
-        return ProbeTask(name=f"{key}_id", task="multiclass", train=ProbeChunks(ds, *splits["train"]),
-                         test=ProbeChunks(ds, *splits["test"]), collate_fn=collate_probe, class_names=classes)
+        train, test = ProbeChunks(ds, *splits["train"]), ProbeChunks(ds, *splits["test"])
+        return ProbeTask(name=f"{key}_id", task="multiclass", train=train, test=test, collate_fn=collate_probe,
+                         class_names=classes, groups=train.utterances + test.utterances)  # CV: by utterance
+
+    def floor_features(self, task: ProbeTask) -> Dict[str, Any]:
+        """MFCC statistics: mean and std over time of 20 MFCCs (torchaudio, 25 ms / 10 ms, 40 mels) per chunk."""
+        if not isinstance(task.train, ProbeChunks):
+            return {}
+        import torchaudio
+
+        from sslab.eval.floors import mean_std_features
+
+        mfcc = torchaudio.transforms.MFCC(sample_rate=self.data.sample_rate, n_mfcc=20,
+                                          melkwargs={"n_fft": 400, "hop_length": 160, "n_mels": 40})
+
+        def feats(ds: ProbeChunks) -> np.ndarray:
+            with torch.no_grad():
+                return mean_std_features([mfcc(ds[i][0]["input_values"]).numpy() for i in range(len(ds))])
+
+        return {"mfcc_stats": (feats(task.train), feats(task.test))}
 
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         """Mean of layer ``probe_layer`` over real frames (``probe_level: frame``: the centre frame)."""

@@ -168,6 +168,23 @@ class TableModality(Modality):
         test_rows = self.labelled_rows(test, classes, train_rows.tables[0].num_stats)
         return [ProbeTask(train.name, task, train_rows, test_rows, collate_fn=TableCollator(), class_names=classes)]
 
+    def floor_features(self, task: ProbeTask) -> Dict[str, Any]:
+        """The raw table with no pretraining: logistic/ridge regression on imputed, standardised,
+        one-hot columns (``logreg``) and histogram gradient boosting (``gbdt``), as in
+        :mod:`sslab.eval.table_baselines`; each is its own model, fitted on the probe's training rows."""
+        if not isinstance(task.train, TableRows) or not isinstance(task.test, TableRows):
+            return {}
+        from sslab.eval.floors import Floor, model_scorer
+        from sslab.eval.table_baselines import BASELINES, raw_frames
+
+        Xtr, Xte, num, cat = raw_frames(task.train.tables[0].table, task.test.tables[0].table)
+        out: Dict[str, Any] = {}
+        for name, key in (("logreg", "linear"), ("gbdt", "hgb")):
+            build = BASELINES[key]
+            out[name] = Floor(Xtr, Xte, model_scorer(
+                lambda kind, seed, _b=build: _b(num, cat, "regression" if kind == "regression" else "multiclass", seed)))
+        return out
+
     # ---------------------------------------------------------------- model
     def build_encoder(self) -> nn.Module:
         spec = dict(self.cfg.encoder)

@@ -71,12 +71,12 @@ class TextDataConfig:
 
 
 class LabeledTexts(Dataset):
-    """Probe items ``({"input_ids": [...]}, class index)``."""
+    """Probe items ``({"input_ids": [...]}, class index)``; ``texts`` (the raw strings) feed the TF-IDF floor."""
 
-    def __init__(self, ids: List[List[int]], labels: List[int]) -> None:
-        if len(ids) != len(labels):
+    def __init__(self, ids: List[List[int]], labels: List[int], texts: Optional[List[str]] = None) -> None:
+        if len(ids) != len(labels) or (texts is not None and len(texts) != len(ids)):
             raise ValueError("texts and labels differ in length")
-        self.ids, self.labels = ids, labels
+        self.ids, self.labels, self.texts = ids, labels, texts
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -91,10 +91,13 @@ def collate_labeled(items: Sequence[Tuple[Dict[str, List[int]], int]]) -> Tuple[
 
 
 def _split_task(name: str, ids: List[List[int]], y: List[int], train_idx: Sequence[int], test_idx: Sequence[int],
-                classes: List[str]) -> ProbeTask:
+                classes: List[str], texts: Optional[List[str]] = None) -> ProbeTask:
     """A multiclass probe task from encoded texts, labels and the train/test indices."""
-    return ProbeTask(name, "multiclass", LabeledTexts([ids[i] for i in train_idx], [y[i] for i in train_idx]),
-                     LabeledTexts([ids[i] for i in test_idx], [y[i] for i in test_idx]), collate_fn=collate_labeled,
+    def part(idx: Sequence[int]) -> LabeledTexts:
+        return LabeledTexts([ids[i] for i in idx], [y[i] for i in idx],
+                            None if texts is None else [texts[i] for i in idx])
+
+    return ProbeTask(name, "multiclass", part(train_idx), part(test_idx), collate_fn=collate_labeled,
                      class_names=classes)
 
 
@@ -211,6 +214,27 @@ class TextModality(Modality):
             return [builtin[self.data.probe](enc)]
         return [self._csv_task(Path(self.data.probe), enc)]
 
+    def floor_features(self, task: ProbeTask) -> Dict[str, Any]:
+        """TF-IDF word uni+bigrams (sublinear tf) -> logistic regression (C = 10) on the raw probe texts:
+        how far keywords alone get."""
+        if not (isinstance(task.train, LabeledTexts) and task.train.texts is not None
+                and isinstance(task.test, LabeledTexts) and task.test.texts is not None):
+            return {}
+        import numpy as np
+
+        from sslab.eval.floors import Floor, model_scorer
+
+        def tfidf(kind: str, seed: int) -> Any:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+
+            return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                                 LogisticRegression(C=10.0, max_iter=3000))
+
+        return {"tfidf": Floor(np.array(task.train.texts, dtype=object), np.array(task.test.texts, dtype=object),
+                               model_scorer(tfidf))}
+
     def _ptbxl_task(self, enc: Callable[[str], List[int]]) -> ProbeTask:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -218,11 +242,12 @@ class TextModality(Modality):
         test_folds = set(self.data.probe_test_folds)
         classes = sorted({d.label for d in docs})  # type: ignore[type-var]
         idx = {c: i for i, c in enumerate(classes)}
-        split = {True: ([], []), False: ([], [])}  # type: Dict[bool, Tuple[List[List[int]], List[int]]]
+        split = {True: ([], [], []), False: ([], [], [])}  # type: Dict[bool, Tuple[List[List[int]], List[int], List[str]]]
         for d in docs:
-            ids, ys = split[ptbxl_fold(d) in test_folds]
+            ids, ys, texts = split[ptbxl_fold(d) in test_folds]
             ids.append(enc(d.text))
             ys.append(idx[d.label])  # type: ignore[index]
+            texts.append(d.text)
         if not split[True][0] or not split[False][0]:
             raise ConfigError(f"data.probe_test_folds={sorted(test_folds)} leaves an empty train or test split")
         return ProbeTask("ptbxl_report_superclass", "multiclass", LabeledTexts(*split[False]),
@@ -238,7 +263,8 @@ class TextModality(Modality):
         y = [classes.index(d.label) for d in docs]  # type: ignore[arg-type]
         tr, te = train_test_split(list(range(len(docs))), test_size=self.data.probe_test_fraction,
                                   random_state=0, stratify=y)
-        return _split_task("stdlib_docstring_module", [enc(d.text) for d in docs], y, tr, te, classes)
+        return _split_task("stdlib_docstring_module", [enc(d.text) for d in docs], y, tr, te, classes,
+                           [d.text for d in docs])
 
     def _csv_task(self, path: Path, enc: Callable[[str], List[int]]) -> ProbeTask:
         import pandas as pd
@@ -266,4 +292,4 @@ class TextModality(Modality):
             strat = y if min(pd.Series(y).value_counts()) >= 2 else None
             tr, te = train_test_split(list(range(len(y))), test_size=self.data.probe_test_fraction,
                                       random_state=self.cfg.seed, stratify=strat)
-        return _split_task(f"csv:{path.stem}", ids, y, tr, te, classes)
+        return _split_task(f"csv:{path.stem}", ids, y, tr, te, classes, [str(t) for t in df[tc]])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -51,3 +51,9 @@ class VectorModality(Modality):
                                   random_state=self.data_cfg.split_seed, stratify=self.y)
         mk = lambda ii: VectorDataset(self.X[ii], self.y[ii], with_labels=True, source=self.data_cfg.source)  # noqa: E731
         return [ProbeTask(self.data_cfg.source, "multiclass", mk(tr), mk(te))]
+
+    def floor_features(self, task: ProbeTask) -> Dict[str, Any]:
+        """The raw input vectors (e.g. digits' 64 pixel intensities) under the same linear probe."""
+        if not isinstance(task.train, VectorDataset):
+            return {}
+        return {"raw_features": (task.train.X.numpy(), task.test.X.numpy())}

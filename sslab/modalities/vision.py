@@ -169,6 +169,22 @@ class VisionModality(Modality):
                           train.class_names or None)]
 
 
+    def floor_features(self, task: ProbeTask) -> Dict[str, Any]:
+        """Raw pixels of the probe images (the eval transform's normalised tensors, average-pooled to at
+        most 32 x 32 so large images stay cheap), flattened."""
+        def pixels(ds: Dataset) -> Any:
+            import numpy as np
+
+            out = []
+            for i in range(len(ds)):
+                x = ds[i][0]
+                side = min(32, x.shape[-1], x.shape[-2])
+                out.append(torch.nn.functional.adaptive_avg_pool2d(x[None].float(), side).flatten().numpy())
+            return np.stack(out)
+
+        return {"raw_pixels": (pixels(task.train), pixels(task.test))}
+
+
 # ----------------------------------------------------------------------------- elastic size probes
 
 

@@ -13,7 +13,7 @@ Run: ``.venv/bin/python benchmarks/speech_continue.py --base-steps 200 --continu
 
 The probe here is ONE split (~50 test chunks, binomial s.e. ~0.065) and one seed: a pipeline check, not a
 measurement. For the paired comparison over model seeds and repeated grouped CV (same chunks and folds
-for all three models, layer sweep, MFCC reference) use ``benchmarks/speech_probe_seeds.py``.
+for all three models, layer sweep, MFCC reference) use ``sslab compare`` (``probe.cv`` for grouped CV).
 """
 from __future__ import annotations
 
@@ -92,8 +92,8 @@ def main() -> None:
     rows = probe_encoders(modality, encoders, cont_cfg, progress=False)
     result = {"args": vars(args), "seconds": {"base": round(t_base, 1), "continued": round(t_cont, 1)},
               "eval_loss_shared_batch": losses,
-              "speaker_probe": [{k: r[k] for k in ("encoder", "accuracy", "macro_f1", "knn_accuracy", "n_train", "n_test")}
-                                for r in rows]}
+              "speaker_probe": [{k: r[k] for k in ("encoder", "accuracy", "macro_f1", "knn_accuracy", "n_train", "n_test")
+                                 if k in r} for r in rows]}
     (out / "speech_continue.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -105,7 +105,7 @@ REPORT_FACTS: Tuple[str, ...] = ("rate", "regularity", "bpm", "morphology", "noi
 # the facts of the default synthetic reports (the issue's "rate, rhythm regularity, noise", + the rate in bpm).
 # The morphology sentence is opt-in: it is a shortcut for the contrastive losses -- its 5 visually obvious
 # classes are aligned first (report-centroid zero-shot 0.98 after 150 steps) while the rate class stays at
-# chance (0.48) for a short run (benchmarks/melp_synthetic_diagnose.py; docs/ecg_text.md).
+# chance (0.48) for a short run (docs/ecg_text.md, synthetic diagnosis).
 DEFAULT_REPORT_FACTS: Tuple[str, ...] = ("rate", "regularity", "bpm", "noise")
 
 

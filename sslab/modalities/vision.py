@@ -226,7 +226,7 @@ def probe_sizes(run: Any, sizes: Optional[List[Tuple[int, int]]] = None, cfg: An
             info[name] = {"width": w, "depth": d, "init": init, "num_params": _param_count(encoders[name])}
     rows = probe_encoders(build_modality(cfg), encoders, cfg, progress=progress)
     for row in rows:
-        row.update(info[row["encoder"]])
+        row.update(info.get(row["encoder"], {}))  # floor rows (raw pixels) have no size
     out = Path(out_dir) if out_dir is not None else (run if run.is_dir() else run.parent)
     out.mkdir(parents=True, exist_ok=True)
     table = format_table(rows)
@@ -246,7 +246,7 @@ def plot_size_probe(rows: List[Dict[str, Any]], out_png: Any) -> Any:
     for ax, metric in zip(axes, ("accuracy", "knn_accuracy")):
         for init, style in (("pretrained", "o-"), ("random_init", "s--")):
             pts = sorted((r["num_params"], r[metric], f"w{r['width']}d{r['depth']}") for r in rows
-                         if r["init"] == init and metric in r)
+                         if r.get("init") == init and metric in r)
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=init)

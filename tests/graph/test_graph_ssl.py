@@ -177,7 +177,7 @@ def test_plugin_pretrain_and_probe_with_core(tmp_path, shared_data):
     res = probe(run, progress=False)
     tasks = {r["task"] for r in res["rows"]}
     assert tasks == {"MUTAG/fold0", "MUTAG/fold1", "MUTAG/fold2"}
-    assert {r["encoder"] for r in res["rows"]} == {"pretrained", "random_init"}
+    assert {r["encoder"] for r in res["rows"]} == {"pretrained", "random_init", "floor:pooled_node_features"}
     from sslab.modalities.graph import summarize_folds
 
     summ = summarize_folds(res["rows"])

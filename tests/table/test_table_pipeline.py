@@ -81,7 +81,10 @@ def test_pretrain_and_probe_through_core(tmp_path: Path) -> None:
     assert enc.tokenizer().to_str() == (run_dir / "tokenizer.json").read_text()  # self-contained export
     result = probe(run_dir, progress=False)
     rows = {(r["encoder"], r["label_fraction"]): r for r in result["rows"]}
-    assert set(rows) == {("pretrained", 1.0), ("pretrained", 0.1), ("random_init", 1.0), ("random_init", 0.1)}
+    assert set(rows) == {(e, f) for e in ("pretrained", "random_init", "floor:logreg", "floor:gbdt") for f in (1.0, 0.1)}
+    for floor in ("floor:logreg", "floor:gbdt"):  # the raw-table floors: their own models, same rows and labels
+        assert rows[(floor, 1.0)]["n_train"] == 398 and rows[(floor, 0.1)]["n_train"] == rows[("pretrained", 0.1)]["n_train"]
+        assert rows[(floor, 1.0)]["accuracy"] > 0.9 and "knn_accuracy" not in rows[(floor, 1.0)]
     assert rows[("pretrained", 1.0)]["n_train"] == 398 and rows[("pretrained", 1.0)]["n_test"] == 171
     assert rows[("pretrained", 1.0)]["accuracy"] > 0.8  # breast cancer is easy even for a 6-step encoder
     assert (run_dir / "probe.json").is_file() and (run_dir / "probe.png").is_file()

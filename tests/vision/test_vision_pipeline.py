@@ -63,8 +63,9 @@ def test_poa_pretrain_extract_and_probe_every_size(tmp_path):
     # one table: every size beside the same size at random init
     result = probe_sizes(run, sizes=[(12, 1), (24, 2)], progress=False)
     names = [r["encoder"] for r in result["rows"]]
-    assert names == ["w12_d1/pretrained", "w12_d1/random_init", "w24_d2/pretrained", "w24_d2/random_init"]
-    for r in result["rows"]:
+    assert names == ["w12_d1/pretrained", "w12_d1/random_init", "w24_d2/pretrained", "w24_d2/random_init",
+                     "floor:raw_pixels"]  # the classical floor once, beside every size
+    for r in result["rows"][:-1]:
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["knn_accuracy"] <= 1.0 and r["num_params"] > 0
     assert (run / "probe_sizes.md").is_file() and (run / "probe_sizes.png").stat().st_size > 0
 

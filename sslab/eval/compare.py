@@ -9,12 +9,11 @@ is summarised over seeds: mean +- std (sample std, ddof 1) of each encoder, the 
 two-sided 95% Student-t interval (``mean +- t_{0.975, n-1} * sd / sqrt(n)``), how many seeds have a
 positive gain, and the mean of each classical floor (``floor:<name>`` rows).
 
-A finished cell (``probe.json`` written, same experiment text, overrides and fractions) is reused when
-the comparison is rerun; an unfinished or changed one is run again from scratch.
+A finished cell (``probe.json`` written, the same resolved config and thread count) is reused when the
+comparison is rerun; an unfinished or changed one is run again from scratch.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -63,41 +62,64 @@ def paired_interval(gains: Sequence[float], level: float = 0.95) -> Tuple[float,
     return mean, sd, mean - half, mean + half
 
 
-def _request(experiment: Path, overrides: Sequence[str], cell: Cell, fractions: Optional[Sequence[float]]) -> Dict[str, Any]:
-    text = experiment.read_bytes() if experiment.is_file() else str(experiment).encode()
-    return {"experiment": str(experiment), "experiment_sha1": hashlib.sha1(text).hexdigest(),
-            "overrides": list(overrides), "seed": cell.seed, "threads": cell.threads,
-            "label_fractions": None if fractions is None else [float(f) for f in fractions]}
+def _cell_args(experiment: Path, overrides: Sequence[str], cell: Cell, runs: Path,
+               fractions: Optional[Sequence[float]]) -> List[str]:
+    args = [*overrides, f"seed={cell.seed}", f"output_dir={runs}", f"name={cell.name}", "train.progress=false"]
+    if fractions is not None:
+        args.append("probe.label_fractions=[" + ",".join(f"{float(f)!r}" for f in fractions) + "]")
+    return args
+
+
+def _resolved(config: Any) -> Dict[str, Any]:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(config), default=str))
+
+
+def finished(run_dir: Path, want: Dict[str, Any], threads: Optional[int]) -> bool:
+    """A cell is reused when its probe is written, its saved resolved config equals the one this
+    comparison would run (however the experiment and overrides spell it) and the thread count matches."""
+    from sslab.core.config import load_experiment
+
+    done = run_dir / CELL_FILE
+    if not ((run_dir / "probe.json").is_file() and done.is_file() and (run_dir / "config.yaml").is_file()):
+        return False
+    if json.loads(done.read_text()).get("threads") != threads:
+        return False
+    try:
+        return _resolved(load_experiment(run_dir / "config.yaml")) == want
+    except (ValueError, KeyError, TypeError):  # an old or foreign config: run the cell again
+        return False
 
 
 def run_cell(experiment: Path, overrides: Sequence[str], cell: Cell, runs: Path,
              fractions: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     """Pretrain + probe one cell (or reuse a finished one); returns ``{cell info, rows}``."""
+    from sslab.core.config import load_experiment
+
     run_dir = runs / cell.name
-    request = _request(experiment, overrides, cell, fractions)
-    done = run_dir / CELL_FILE
-    if (run_dir / "probe.json").is_file() and done.is_file() and json.loads(done.read_text()) == request:
+    args = _cell_args(experiment, overrides, cell, runs, fractions)
+    want = _resolved(load_experiment(experiment, args))  # also: a bad override fails here, before any training
+    if finished(run_dir, want, cell.threads):
         rows = json.loads((run_dir / "probe.json").read_text())["rows"]
         return {"seed": cell.seed, "threads": cell.threads, "run_dir": str(run_dir), "reused": True, "rows": rows}
-    if run_dir.exists():  # unfinished, or made with another experiment/overrides: start over
+    if run_dir.exists():  # unfinished, or made with another config/thread count: start over
         shutil.rmtree(run_dir)
     runs.mkdir(parents=True, exist_ok=True)
-    args = ["pretrain", str(experiment), *overrides, f"seed={cell.seed}", f"output_dir={runs}",
-            f"name={cell.name}", "train.progress=false"]
-    if fractions is not None:
-        args.append("probe.label_fractions=[" + ",".join(f"{float(f)!r}" for f in fractions) + "]")
     env = dict(os.environ)
     if cell.threads is not None:
         env.update(OMP_NUM_THREADS=str(cell.threads), MKL_NUM_THREADS=str(cell.threads))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CODE, str(cell.threads or 0), *args, "--probe"], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _CODE, str(cell.threads or 0), "pretrain", str(experiment), *args,
+                           "--probe"], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     atomic_write_text(runs / f"{cell.name}.log", proc.stdout + proc.stderr)
     if proc.returncode or not (run_dir / "probe.json").is_file():
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
         raise RuntimeError(f"compare cell {cell.name} failed (log: {runs / (cell.name + '.log')}):\n{tail}")
-    atomic_write_text(done, json.dumps(request, indent=2))
+    atomic_write_text(run_dir / CELL_FILE, json.dumps({"experiment": str(experiment), "overrides": list(overrides),
+                                                       "seed": cell.seed, "threads": cell.threads,
+                                                       "seconds": round(seconds, 1)}, indent=2))
     rows = json.loads((run_dir / "probe.json").read_text())["rows"]
     return {"seed": cell.seed, "threads": cell.threads, "run_dir": str(run_dir), "reused": False,
             "seconds": round(seconds, 1), "rows": rows}

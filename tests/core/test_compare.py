@@ -64,8 +64,11 @@ def _fake_pretrain(calls):
         seed = int(next(a.split("=", 1)[1] for a in args if a.startswith("seed=")))
         calls.append((name, env.get("OMP_NUM_THREADS"), [a for a in args if a.startswith("probe.")]))
         from pathlib import Path
+
+        from sslab.core.config import save_experiment
         run_dir = Path(out) / name
         run_dir.mkdir(parents=True, exist_ok=True)
+        save_experiment(load_experiment(cmd[5], cmd[6:-1]), run_dir / "config.yaml")
         (run_dir / "probe.json").write_text(json.dumps({"rows": _rows(0.5 + seed / 10, 0.5, 0.4)}))
         return subprocess.CompletedProcess(cmd, 0, "ok", "")
     return run
@@ -84,10 +87,16 @@ def test_run_cell_reuses_a_finished_seed_and_reruns_a_changed_one(tmp_path, monk
     (runs / "seed0_t2" / "stale.txt").write_text("from the old settings")
     changed = cmp.run_cell(exp, ["train.steps=6"], cmp.Cell(0, 2), runs, fractions=[0.1, 1.0])
     assert not changed["reused"] and len(calls) == 2 and not (runs / "seed0_t2" / "stale.txt").exists()
-    exp.write_text("modality: vector\nseed: 1\n")  # the experiment file changed: not the same cell any more
+    exp.write_text("modality: vector\nseed: 5\n")  # a key the cell overrides anyway: the same resolved config
+    assert cmp.run_cell(exp, ["train.steps=6"], cmp.Cell(0, 2), runs, fractions=[0.1, 1.0])["reused"]
+    exp.write_text("modality: vector\noptim: {lr: 0.01}\n")  # the experiment changed: not the same cell any more
     assert not cmp.run_cell(exp, ["train.steps=6"], cmp.Cell(0, 2), runs, fractions=[0.1, 1.0])["reused"]
+    assert not cmp.run_cell(exp, ["train.steps=6"], cmp.Cell(0, 1), runs, fractions=[0.1, 1.0])["reused"]  # threads
     (runs / "seed1_t2").mkdir(parents=True)  # an interrupted cell (no probe.json) is run again
-    assert not cmp.run_cell(exp, [], cmp.Cell(1, 2), runs)["reused"] and len(calls) == 4
+    assert not cmp.run_cell(exp, [], cmp.Cell(1, 2), runs)["reused"] and len(calls) == 5
+    with pytest.raises(ValueError, match="train.stesp"):  # a bad override fails before anything runs
+        cmp.run_cell(exp, ["train.stesp=3"], cmp.Cell(2, 2), runs)
+    assert len(calls) == 5
 
 
 def test_compare_command_end_to_end_and_resume(tmp_path, capsys):

@@ -348,12 +348,16 @@ def measure(it: Item, args: argparse.Namespace, device: torch.device, peak_tflop
     obj.load_state_dict(state0)
     ref = _train_steps(obj, obj, built.batch, k, device, bf16)
     obj.load_state_dict(state0)
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()  # graph breaks of this item only
     compiled = torch.compile(obj, backend=args.compile_backend)
     t_c = time.perf_counter()
     comp = _train_steps(obj, compiled, built.batch, k, device, bf16)
     res["compile_total_s"] = round(time.perf_counter() - t_c, 1)
     diffs = [abs(a - b) / max(abs(a), 1e-12) for a, b in zip(ref["losses"], comp["losses"])]
+    res["compile_graph_breaks"] = int(sum(counters["graph_break"].values()))
     res.update(compile_loss_rel_diff_max=max(diffs), compile_step_ms=1000 * comp["step_s"],
                eager_step_ms_same_run=1000 * ref["step_s"], compile_speedup=ref["step_s"] / comp["step_s"])
     return res
@@ -367,7 +371,7 @@ output_dir: {out}
 data: {{source: digits, mask_ratio: 0.5}}
 encoder: {{name: mlp, in_dim: 64, dim: 64, hidden: [256, 256]}}
 objective: {{name: masked_feature, in_dim: 64}}
-train: {{steps: {steps}, batch_size: 64, log_every: 1, ckpt_every: 10, progress: false}}
+train: {{steps: {steps}, batch_size: 64, log_every: 1, ckpt_every: 5, progress: false}}
 optim: {{lr: 0.001, warmup_steps: 5}}
 """
 
@@ -395,7 +399,7 @@ def trainer_items(args: argparse.Namespace, device: torch.device) -> List[Dict[s
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     dev = "cuda" if device.type == "cuda" else "cpu"
-    steps = 20 if args.smoke else 40
+    steps = 10 if args.smoke else 40
     work = Path(args.tmp) / "trainer"
     work.mkdir(parents=True, exist_ok=True)
     rows: List[Dict[str, Any]] = []
@@ -534,7 +538,7 @@ def write_report(out: Path, report: Dict[str, Any]) -> None:
              f"measured bf16 matmul peak {m['bf16_matmul_tflops_measured']:.0f} TFLOP/s ({m['bf16_matmul_shape']}); "
              f"missing dependencies: {', '.join(report['dependencies']['missing']) or 'none'}", "",
              "| item | ok | config | fp32 vs bf16 loss (rel. diff / limit) | step ms | samples/s | TFLOP/s | MFU "
-             "| peak GiB | compile speedup | compile loss diff | error |",
+             "| peak GiB | compile speedup | compile loss diff (graph breaks) | error |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["items"]:
         if "error" in r:
@@ -547,7 +551,8 @@ def write_report(out: Path, report: Dict[str, Any]) -> None:
             f"{r['loss_fp32']:.4f} vs {r['loss_bf16']:.4f} ({r['bf16_rel_diff']:.2e} / {r['bf16_rtol']}) | "
             f"{_fmt(r['step_ms'], '.1f')} | {_fmt(r['samples_per_s'], '.0f')} | {_fmt(r['tflops'], '.1f')} | "
             f"{_fmt(100 * r['mfu'] if r.get('mfu') else None, '.1f')}% | {_fmt(r.get('peak_mem_gib'), '.1f')} | "
-            f"{comp or _fmt(r.get('compile_speedup'), '.2f') + 'x'} | {_fmt(r.get('compile_loss_rel_diff_max'), '.1e')} | |")
+            f"{comp or _fmt(r.get('compile_speedup'), '.2f') + 'x'} | {_fmt(r.get('compile_loss_rel_diff_max'), '.1e')} "
+            f"({r.get('compile_graph_breaks', '—')}) | |")
     lines += ["", "| trainer item | ok | numbers | wall s | error |", "|---|---|---|---|---|"]
     for r in report["trainer"]:
         nums = {k: v for k, v in r.items() if k not in ("item", "ok", "error", "wall_s")}

@@ -574,12 +574,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--compile-steps", type=int, default=None, help="steps eager and compiled (default 6; smoke 2)")
     ap.add_argument("--compile-backend", default=None,
                     help="torch.compile backend (default inductor; smoke: eager, i.e. Dynamo tracing without codegen)")
-    ap.add_argument("--budget-s", type=float, default=300.0, help="skip compile checks after this many seconds")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip compile checks after this many seconds (default 300; smoke: never)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="where MUTAG etc. live")
     args = ap.parse_args(argv)
     args.steps = args.steps or (2 if args.smoke else 10)
     args.warmup = args.warmup or (1 if args.smoke else 3)
     args.compile_steps = args.compile_steps or (2 if args.smoke else 6)
+    args.budget_s = args.budget_s if args.budget_s is not None else (float("inf") if args.smoke else 300.0)
     args.compile_backend = args.compile_backend or ("eager" if args.smoke else "inductor")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cuda" and not args.smoke:

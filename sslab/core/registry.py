@@ -57,7 +57,9 @@ class Registry(Generic[T]):
             return builder(**kwargs)  # type: ignore[operator]
         except TypeError as err:
             if "unexpected keyword argument" in str(err) or "missing" in str(err):
-                raise TypeError(f"{self.kind} {name!r}: {err}") from err
+                from sslab.core.errors import BuildError
+
+                raise BuildError(f"{self.kind} {name!r}: {err}") from err
             raise
 
     def names(self) -> List[str]:

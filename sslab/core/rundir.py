@@ -1,12 +1,13 @@
 """One launch at a time per run directory, and no silent config change on resume.
 
-**Lock.** ``<run_dir>/.sslab.lock`` is held with ``flock`` by rank 0 for the whole launch and holds
-``{"pid", "host", "started", "argv"}``. The kernel drops an ``flock`` when its process dies (even by
-SIGKILL), so a lock file left behind by a dead process is *stale*: the next launch on the same host
-sees it, checks that the recorded pid is gone (or is another process now), takes the lock over and
-says so. A lock recorded by another host is never taken over automatically (its process cannot be
-checked from here, and some network filesystems do not share ``flock``); the error names the file to
-delete. A second launch while the first is alive fails at once with the holder's pid, host and command.
+**Lock.** ``<run_dir>/.sslab.lock`` is held with a POSIX record lock (``fcntl.lockf``) by rank 0 for the
+whole launch and holds ``{"pid", "host", "started", "argv"}``. The kernel drops the lock when its process
+dies (even by SIGKILL), and unlike ``flock`` it is not inherited by forked DataLoader workers that might
+outlive a killed trainer for a few seconds. A lock file left behind by a dead process is therefore *stale*:
+the next launch on the same host sees it, checks that the recorded pid is gone (or is another process
+now), takes the lock over and says so. A lock recorded by another host is never taken over automatically
+(its process cannot be checked from here, and not every network filesystem shares locks); the error names
+the file to delete. A second launch while the first is alive fails at once with the holder's pid, host and command.
 
 **Config check.** On resume, the resolved config is compared with the run's saved ``config.yaml``.
 A change to any key that alters the training trajectory (learning rate, batch, model, data, objective,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import json
 import logging
@@ -107,14 +109,17 @@ def acquire_lock(run_dir: Union[str, Path]) -> int:
     for _ in range(20):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise
             owner = _read_owner(fd)
             os.close(fd)
             raise RunDirLockedError(
                 f"run directory {run_dir} is in use by {_owner_text(owner)}; wait for it to finish, "
                 "or launch with another name=/output_dir=") from None
-        try:  # its previous holder may have unlinked the file between our open() and flock()
+        try:  # its previous holder may have unlinked the file between our open() and lockf()
             same_file = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
             same_file = False

@@ -108,7 +108,7 @@ def test_second_launch_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path
     finally:
         holder.kill()
         holder.wait()
-    assert (run / LOCK_NAME).exists()  # SIGKILL leaves the file; the kernel dropped the flock
+    assert (run / LOCK_NAME).exists()  # SIGKILL leaves the file; the kernel dropped the lock
     assert main(["pretrain", str(exp)]) == 0
     assert "taking over the stale lock" in caplog.text and f"pid {holder.pid}" in caplog.text
     assert not (run / LOCK_NAME).exists()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from sslab.core import distributed as dist_utils
-from sslab.core.config import ExperimentConfig, load_experiment, save_experiment
+from sslab.core.config import ExperimentConfig, load_experiment
 from sslab.core.export import build_encoder, load_encoder, save_encoder
 from sslab.core.io import atomic_write_text
 from sslab.core.modality import Modality, ProbeTask, build_modality
@@ -33,19 +33,18 @@ def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
     objective = modality.build_objective(encoder)
     run_dir = cfg.run_dir
     trainer = Trainer(objective, dataset, collate_fn, cfg, run_dir, hooks=hooks)
-    if trainer.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_experiment(cfg, run_dir / "config.yaml")
-    trainer.fit()
-    state, _ = trainer._model_and_optim_state()
-    if trainer.is_main:
-        prefix = getattr(objective, "export_prefix", "encoder.")  # e.g. JEPA exports its EMA target encoder
-        enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
-                     extra={"modality": cfg.modality, "steps": cfg.train.steps})
-        if hasattr(modality, "after_pretrain"):  # e.g. speech writes a HF-format folder
-            modality.after_pretrain(objective, run_dir)
-    dist_utils.barrier()
+    # rank 0 holds the run-directory lock from the config check (in fit) through the export
+    with trainer.hold_run_dir():
+        trainer.fit()  # also checks the config against a resumed run's config.yaml and saves it
+        state, _ = trainer._model_and_optim_state()
+        if trainer.is_main:
+            prefix = getattr(objective, "export_prefix", "encoder.")  # e.g. JEPA exports its EMA target encoder
+            enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
+                         extra={"modality": cfg.modality, "steps": cfg.train.steps})
+            if hasattr(modality, "after_pretrain"):  # e.g. speech writes a HF-format folder
+                modality.after_pretrain(objective, run_dir)
+        dist_utils.barrier()
     return run_dir
 
 

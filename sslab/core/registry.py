@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Generic, Iterator, List, TypeVar
 
+from sslab.core.errors import BuildError, UserError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """Unknown or duplicate registry name. ``str()`` gives the readable message."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
@@ -57,7 +59,7 @@ class Registry(Generic[T]):
             return builder(**kwargs)  # type: ignore[operator]
         except TypeError as err:
             if "unexpected keyword argument" in str(err) or "missing" in str(err):
-                raise TypeError(f"{self.kind} {name!r}: {err}") from err
+                raise BuildError(f"{self.kind} {name!r}: {err}") from err
             raise
 
     def names(self) -> List[str]:

@@ -9,6 +9,7 @@ a tqdm progress bar and a loss-curve PNG.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import time
@@ -20,16 +21,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sslab.core import distributed as dist_utils
-from sslab.core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sslab.core.config import ExperimentConfig
+from sslab.core.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
+                                   remove_orphaned_temps, rng_state, save_checkpoint, set_rng_state)
+from sslab.core.config import ConfigError, ExperimentConfig, validate_experiment
 from sslab.core.data import ResumableBatchSampler, SeededCollate, SeededDataset, move_to_device
+from sslab.core.errors import ResumeError, RunDirError, UserError
 from sslab.core.metrics import MetricsLogger, plot_loss_curve
+from sslab.core import rundir
 from sslab.core.schedules import cosine, warmup_cosine
+
+log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, int, "Trainer"], Optional[Dict[str, float]]]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """The loss became NaN/inf; the message names the step and the logged values."""
 
 
@@ -41,7 +47,7 @@ def select_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={spec!r} but CUDA is not available on this machine")
+        raise ConfigError(f"train.device={spec!r} but CUDA is not available on this machine")
     return device
 
 
@@ -84,8 +90,7 @@ class Trainer:
                  cfg: ExperimentConfig, run_dir: Optional[Path] = None, hooks: Sequence[StepHook] = ()) -> None:
         self.cfg = cfg
         self.tcfg, self.ocfg = cfg.train, cfg.optim
-        if self.tcfg.steps <= 0 or self.tcfg.batch_size <= 0 or self.tcfg.grad_accum <= 0:
-            raise ValueError("train.steps, train.batch_size and train.grad_accum must be positive")
+        validate_experiment(cfg)  # optim.lr=-1, train.ckpt_every=-5, ... name their key
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
         self.device = select_device(self.tcfg.device)
         self.distributed = dist_utils.init_from_env(self.device)
@@ -200,7 +205,7 @@ class Trainer:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if state.get("world_size", 1) != self.world:
-            raise RuntimeError(f"checkpoint was written with {state.get('world_size')} ranks, "
+            raise ResumeError(f"checkpoint was written with {state.get('world_size')} ranks, "
                                f"this run has {self.world}: exact resume needs the same world size")
         if self.distributed and self.tcfg.distributed == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
@@ -232,6 +237,27 @@ class Trainer:
             return False
         self.load_state_dict(load_checkpoint(path, map_location="cpu"))
         return True
+
+    def _prepare_run_dir(self) -> None:
+        """Rank 0, under the run lock: drop temp files of killed writes, check the config against the saved
+        one when resuming, refuse ``train.resume=false`` over existing checkpoints, save ``config.yaml``."""
+        removed = remove_orphaned_temps(self.run_dir, self.ckpt_dir, self.run_dir / "encoder")
+        if removed:
+            log.warning("removed %d temp file(s) left by an interrupted write in %s", len(removed), self.run_dir)
+        ckpts = list_checkpoints(self.ckpt_dir)
+        if ckpts and not self.tcfg.resume:
+            raise RunDirError(f"train.resume=false but {self.ckpt_dir} holds checkpoints (latest {ckpts[-1].name}); "
+                              "delete them or launch with another name= to start over")
+        step = int(ckpts[-1].name[5:-3]) if ckpts else None
+        rundir.check_and_save_config(self.run_dir, self.cfg, step)
+
+    def _finish_run_dir(self) -> None:
+        """Rank 0, on every exit path: prune to ``keep_last`` (a kill may have hit between a checkpoint's
+        rename and its pruning) and plot the loss curve so far."""
+        prune_checkpoints(self.ckpt_dir, self.tcfg.keep_last)
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.is_file() and metrics.stat().st_size:
+            plot_loss_curve(metrics, self.run_dir / "loss.png")
 
     # ------------------------------------------------------------------ loop
     def _forward(self, batch: Any) -> Dict[str, Any]:
@@ -287,11 +313,58 @@ class Trainer:
         return logged
 
     def fit(self) -> Dict[str, float]:
-        """Train to ``train.steps`` (resuming if a checkpoint exists); returns the last logged metrics."""
+        """Train to ``train.steps`` (resuming if a checkpoint exists); returns the last logged metrics.
+
+        Rank 0 holds the run-directory lock throughout (:mod:`sslab.core.rundir`); ``metrics.jsonl`` is cut
+        back to the resumed step (empty without a checkpoint); pruning and the loss plot run on every exit.
+        """
+        with self.hold_run_dir():
+            error: Optional[UserError] = None
+            if self.is_main:
+                try:
+                    self._prepare_run_dir()
+                except UserError as err:
+                    error = err
+            self._agree(error)
+            try:
+                result = self._fit()
+            except BaseException:
+                if self.is_main:
+                    try:  # already failing: report the first error, not a plotting one
+                        self._finish_run_dir()
+                    except Exception as err:  # noqa: BLE001
+                        log.warning("could not prune checkpoints / plot the loss after the error: %s", err)
+                raise
+            if self.is_main:
+                self._finish_run_dir()
+            return result
+
+    @contextlib.contextmanager
+    def hold_run_dir(self) -> Iterator[None]:
+        """Rank 0 holds the run-directory lock for the block (re-entrant); every rank fails if it cannot."""
+        with contextlib.ExitStack() as stack:
+            error: Optional[UserError] = None
+            if self.is_main:
+                try:
+                    stack.enter_context(rundir.hold_run_dir(self.run_dir))
+                except UserError as err:
+                    error = err
+            self._agree(error)
+            yield
+
+    def _agree(self, error: Optional[UserError]) -> None:
+        """Raise ``error`` on rank 0 and a pointer to it on the other ranks (a collective under torchrun)."""
+        if self.distributed:
+            ok = dist_utils.reduce_mean({"ok": 0.0 if error else 1.0}, self.device)["ok"]
+            if error is None and ok < 1.0:
+                raise RunDirError(f"rank 0 could not use the run directory {self.run_dir} (see its error)")
+        if error is not None:
+            raise error
+
+    def _fit(self) -> Dict[str, float]:
         resumed = self.maybe_resume()
         logger = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=self.tcfg.tensorboard)
-        if resumed:
-            logger.truncate_after(self.step)
+        logger.truncate_after(self.step if resumed else 0)
         last: Dict[str, float] = {}
         if self.step >= self.total_steps:
             logger.close()
@@ -332,8 +405,6 @@ class Trainer:
             if bar is not None:
                 bar.close()
             logger.close()
-        if self.is_main and logger.path.exists() and self.step >= self.total_steps:
-            plot_loss_curve(logger.path, self.run_dir / "loss.png")
         return last
 
 

@@ -47,6 +47,7 @@ class ECGDataConfig:
     cache_dtype: str = "float16"
     workers: int = 0  # cache/synthetic generation processes (0: all cores, at most 8)
     on_bad_record: str = "error"  # error | skip (counted and logged)
+    short_records: str = "error"  # records shorter than crop_seconds: error (names it) | pad (zero-pad) | skip; counted
     # JEPA masks
     context_ratio: Tuple[float, float] = (0.15, 0.25)
     min_block_seconds: float = 0.5
@@ -120,6 +121,8 @@ class ECGModality(Modality):
                 raise ConfigError(f"data.{key}: expected one of {list(SOURCES)}, got {val!r}")
         if d.on_bad_record not in ("error", "skip"):
             raise ConfigError(f"data.on_bad_record: expected 'error' or 'skip', got {d.on_bad_record!r}")
+        if d.short_records not in ("error", "pad", "skip"):
+            raise ConfigError(f"data.short_records: expected 'error', 'pad' or 'skip', got {d.short_records!r}")
         if d.source in ("ptbxl", "wfdb") and not d.path:
             raise ConfigError(f"data.path: the {d.source} source needs a folder")
         self.patch_size = int(cfg.encoder.get("patch_size", 25))
@@ -205,7 +208,7 @@ class ECGModality(Modality):
         cache = self._cache(records)
         idx = cache.valid_indices
         norm = cache.fit_norm(idx, d.clip) if d.normalize else None
-        return CachedCrops(cache, idx, self.crop, norm), self.collator()
+        return CachedCrops(cache, idx, self.crop, norm, d.short_records), self.collator()
 
     def beat_probe_task(self) -> ProbeTask:
         """AAMI N/S/V/F/Q beats of ``data.beat_probe`` records, resampled to ``data.fs``, leads placed by name."""

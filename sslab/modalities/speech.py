@@ -70,6 +70,32 @@ class SpeechDataConfig:
     probe_level: str = "utterance"
 
 
+def min_samples_for(frames: int, conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
+    """Fewest waveform samples from which the conv feature encoder makes ``frames`` frames (inverse of
+    ``conv_output_lengths``: each layer outputs ``(n - k) // s + 1``)."""
+    n = frames
+    for k, st in zip(reversed(list(conv_kernel)), reversed(list(conv_stride))):
+        n = (n - 1) * st + k
+    return n
+
+
+def check_min_length(ds: Dataset, conv_kernel: Sequence[int], conv_stride: Sequence[int], mask_length: int) -> None:
+    """Every clip must give the masking ``mask_length + 1`` frames; a shorter one is named here, before
+    training (``data.min_seconds=0`` let a 12 ms file through to a batch-level error without its name)."""
+    if not isinstance(ds, AudioDataset):
+        return
+    from sslab.datasets.audio import AudioFileError
+
+    need = min_samples_for(mask_length + 1, conv_kernel, conv_stride)
+    for item, n in zip(ds.items, ds.lengths):
+        if n < need:
+            sr = ds.sample_rate
+            raise AudioFileError(item.path, f"too short for the model: {n / sr:.3f} s < {need / sr:.3f} s "
+                                 f"({need} samples give the {mask_length + 1} frames that objective.mask_length="
+                                 f"{mask_length} needs); set data.min_seconds >= {need / sr:.3f} "
+                                 "(with data.on_bad: skip to leave such files out)", "too_short")
+
+
 def _spec_conv(spec: Dict[str, Any]) -> Tuple[List[int], List[int]]:
     """(conv_kernel, conv_stride) of an encoder spec without building the model."""
     if spec.get("name") != "wav2vec2":
@@ -180,6 +206,7 @@ class SpeechModality(Modality):
             AudioCollator(d.collate), kernel, stride, mask_prob=obj.get("mask_prob", 0.65),
             mask_length=obj.get("mask_length", 10), min_masks=obj.get("min_masks", 2),
             num_negatives=obj.get("num_negatives", 100))
+        check_min_length(self.corpus(), kernel, stride, int(obj.get("mask_length", 10)))
         return ds, collate
 
     def after_pretrain(self, objective: nn.Module, run_dir: Path) -> Path:

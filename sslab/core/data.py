@@ -34,6 +34,20 @@ def mix_seed(*parts: int) -> int:
     return h & 0x7FFFFFFFFFFFFFFF
 
 
+def mix_seeds(*parts: "int | np.ndarray") -> np.ndarray:
+    """:func:`mix_seed` over arrays: each part is an int or a 1-D integer array (broadcast); the same values,
+    computed with wrapping uint64 arithmetic in a few numpy operations instead of a Python loop per seed."""
+    h = np.full((), 0x2545F4914F6CDD1D, dtype=np.uint64)
+    mask31, c = np.uint64(31), np.uint64(0xBF58476D1CE4E5B9)
+    with np.errstate(over="ignore"):
+        for p in parts:
+            v = np.asarray(p % 2**64 if isinstance(p, int) else p).astype(np.uint64)
+            h = h ^ (v + np.uint64(_MIX) + (h << np.uint64(6)) + (h >> np.uint64(2)))
+            h = h * c
+            h = h ^ (h >> mask31)
+    return h & np.uint64(0x7FFFFFFFFFFFFFFF)
+
+
 def seed_all(seed: int) -> None:
     """Seed torch (CPU generator only: ``torch.manual_seed`` also seeds CUDA, slow per sample), numpy and ``random``."""
     torch.default_generator.manual_seed(seed)
@@ -119,7 +133,8 @@ class ResumableBatchSampler(Sampler[List[Key]]):
             batches = self._bucketed(positions, order)
         for b in range(self.start_batch, self.batches_per_epoch):
             batch_seed = mix_seed(self.seed, self.epoch, self.rank, b, 1)
-            yield [(order[p], mix_seed(self.seed, self.epoch, p, 2), batch_seed) for p in batches[b]]
+            sample_seeds = mix_seeds(self.seed, self.epoch, np.asarray(batches[b], dtype=np.int64), 2).tolist()
+            yield [(order[p], s, batch_seed) for p, s in zip(batches[b], sample_seeds)]
 
     def _bucketed(self, positions: List[int], order: List[int]) -> List[List[int]]:
         """Sort pools of ``batch_size * bucket_pool`` positions by sample length, cut into batches and

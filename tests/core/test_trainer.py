@@ -273,3 +273,13 @@ def test_no_host_reads_outside_logging_steps(tmp_path, monkeypatch):
         else:
             assert reads == ["__bool__", "tolist"], (step, reads)  # the finite check + one batched copy
             assert {"loss", "grad_norm"} <= set(values) and all(type(v) is float for v in values.values())
+
+
+def test_vectorised_sample_seeds_equal_mix_seed():
+    import numpy as np
+
+    from sslab.core.data import mix_seed, mix_seeds
+
+    positions = np.array([0, 1, 7, 4095, 10**7, 2**40])
+    for seed in (0, 3, -5, 2**63 - 1):
+        assert mix_seeds(seed, 2, positions, 2).tolist() == [mix_seed(seed, 2, int(p), 2) for p in positions]

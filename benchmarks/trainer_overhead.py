@@ -3,23 +3,26 @@
 Both loops run the same transformer LM, data, batch, fused AdamW, gradient clipping (1.0), autocast
 (bf16 on CUDA, none on CPU) and read the loss every ``--log-every`` steps. Per round and loop:
 
-- ``step_ms``: steady-state wall time per step, from the start of the forward of step ``W`` to the
-  start of the forward of the last step (the first ``W = --warmup`` steps are dropped; on CUDA the
-  clock hooks synchronise the device at both ends).
+- ``step_ms``: steady-state wall time per step (the first ``W = --warmup`` steps and the last are
+  dropped).
 - ``outside_ms``: the part of each steady-state step spent outside forward, backward and the optimizer
-  (clipping + ``optimizer.step``), timed with hooks on the same model in both loops: forward pre/post
-  hooks, a hook on the loss (backward starts), post-accumulate-grad hooks (backward ends) and optimizer
-  step pre/post hooks. For the Trainer this is its own per-step cost: fetching and seeding the batch,
-  moving it to the device, schedules, the non-finite flag, logging, step hooks. On CUDA it also holds
-  the time the CPU waits for the GPU, so there the ratio is the figure that counts.
-- ``fit_s``: the whole run: building the Trainer (or the optimizer and loader), all steps, and for the
-  Trainer the end-of-run checkpoint, metrics.jsonl and the loss plot.
+  (clipping, ``optimizer.step``, ``zero_grad``), timed with hooks on the same model in both loops:
+  forward pre/post hooks, ``Tensor.backward`` wrapped (backward starts), post-accumulate-grad hooks
+  (backward ends), optimizer step pre/post hooks and a wrapped ``zero_grad``. For the Trainer this is
+  its own per-step cost: fetching and seeding the batch, moving it, schedules, the non-finite flag,
+  logging, ``fit``'s bookkeeping. On CUDA it also holds the time the CPU waits for the GPU, so there
+  the ratio is the figure that counts.
+- ``fit_s``: the whole run: setup, all steps, and for the Trainer its end-of-run checkpoint,
+  metrics.jsonl and loss plot.
 
-Rounds alternate the order (ours first in even rounds, plain first in odd ones) so that drift in the
-machine's load hits both. Reported: medians over rounds with min-max spread of the steady-state ratio
-``plain step_ms / ours step_ms`` (ours throughput relative to plain), of the whole-fit ratio, and of
-the Trainer's own cost ``ours outside_ms`` as a share of its step. A short data-fetch micro-benchmark
-compares the per-sample seeding reference with the batched seeding the Trainer uses.
+Modes. ``interleaved`` (default on CPU): both loops in one process, one step each in turn (the plain
+step runs in a Trainer step hook and its time is taken out of ours), so a shared machine's changing
+load hits both alike and the ratio resolves ~1%. ``separate`` (default on CUDA, a dedicated device):
+whole runs, the order alternating between rounds. Reported: medians over rounds with min-max spread of
+the steady-state ratio ``plain step_ms / ours step_ms`` (ours throughput relative to plain), of the
+whole-fit ratio and of the Trainer's own cost as a share of its step. A data-fetch micro-benchmark
+compares per-sample seeding (before), batched seeding (now; same stream) and one seed per batch
+(a different stream; not used).
 
 Usage::
 
@@ -38,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -46,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from sslab.core.config import load_experiment
 from sslab.core.data import (ResumableBatchSampler, SeededBatches, SeededCollate, SeededDataset,
-                             passthrough)
+                             passthrough, preserved_rng, seed_all)
 from sslab.core.trainer import Trainer, optimizer_kernel
 
 
@@ -95,11 +98,23 @@ class TinyLM(nn.Module):
         return {"loss": loss}
 
 
+_LAST_BACKWARD_CALL = [0.0]
+
+
+def _timed_backward(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        _LAST_BACKWARD_CALL[0] = time.perf_counter()
+        return orig(self, *args, **kwargs)
+    return backward
+
+
 class PhaseClock:
     """Timestamps of each step's phases, from hooks (identical in both loops).
 
-    ``t0`` forward starts, ``t1`` forward ends, ``t2`` backward starts (hook on the loss), ``t3`` the last
-    gradient is accumulated, ``t5`` ``optimizer.step`` returns; ``t3 -> t5`` is clipping + the update.
+    ``t0`` forward starts, ``t1`` forward ends, ``t2`` ``loss.backward()`` is called (``Tensor.backward``
+    is wrapped by ``main``; read by a hook on the loss), ``t3`` the last gradient is accumulated, ``t5``
+    ``optimizer.step`` returns (``t3 -> t5`` is clipping + the update), ``zero`` the time in
+    ``optimizer.zero_grad`` (part of the optimizer's work).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, sync_at: List[int],
@@ -114,6 +129,15 @@ class PhaseClock:
                 p.register_post_accumulate_grad_hook(self._grad)
         optimizer.register_step_pre_hook(self._opt_start)
         optimizer.register_step_post_hook(self._opt_end)
+        zero_grad = optimizer.zero_grad
+
+        def timed_zero_grad(*args: Any, **kwargs: Any) -> None:
+            t = time.perf_counter()
+            zero_grad(*args, **kwargs)
+            if self.steps:
+                self.steps[-1]["zero"] = self.steps[-1].get("zero", 0.0) + time.perf_counter() - t
+
+        optimizer.zero_grad = timed_zero_grad  # type: ignore[method-assign]
 
     def _fwd_start(self, module: nn.Module, args: Any) -> None:
         if len(self.steps) in self.sync_at and self.device.type == "cuda":
@@ -125,7 +149,7 @@ class PhaseClock:
         out["loss"].register_hook(self._bwd_start)
 
     def _bwd_start(self, grad: torch.Tensor) -> None:
-        self.steps[-1]["t2"] = time.perf_counter()
+        self.steps[-1]["t2"] = _LAST_BACKWARD_CALL[0] or time.perf_counter()
 
     def _grad(self, p: torch.Tensor) -> None:
         self._last_grad = time.perf_counter()
@@ -136,15 +160,23 @@ class PhaseClock:
     def _opt_end(self, *a: Any) -> None:
         self.steps[-1]["t5"] = time.perf_counter()
 
-    def summary(self, warmup: int) -> Dict[str, float]:
-        """``step_ms`` and ``outside_ms`` over steps ``warmup .. n-2`` (step n-1 only marks the end)."""
+    def summary(self, warmup: int, minus: Optional[List[float]] = None,
+                durations: Optional[List[float]] = None) -> Dict[str, float]:
+        """``step_ms`` and ``outside_ms`` over steps ``warmup .. n-2`` (step n-1 only marks the end).
+
+        A step lasts from its forward's start to the next one's, less ``minus[k]`` seconds (the other
+        loop's step run in between, interleaved mode), or ``durations[k]`` when given.
+        """
         s = self.steps
         first, last = warmup, len(s) - 1
         if last - first < 2:
             raise SystemExit(f"need more than warmup + 2 = {warmup + 2} steps, got {len(s)}")
-        step = (s[last]["t0"] - s[first]["t0"]) / (last - first)
+        if durations is not None:
+            step = statistics.fmean(durations[first:last])
+        else:
+            step = (s[last]["t0"] - s[first]["t0"] - sum((minus or [0.0] * last)[first:last])) / (last - first)
         inside = statistics.fmean((r["t1"] - r["t0"]) + (r["t3"] - r["t2"]) + (r["t5"] - r["t3"])
-                                  for r in s[first:last])
+                                  + r.get("zero", 0.0) for r in s[first:last])
         return {"step_ms": 1e3 * step, "outside_ms": 1e3 * (step - inside)}
 
 
@@ -154,47 +186,93 @@ def _amp(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def _ours_cfg(args: argparse.Namespace, size: Size, device: torch.device, tmp: str) -> Any:
+    return load_experiment(None, [f"output_dir={tmp}", "name=bench", f"train.steps={args.steps}",
+                                  f"train.batch_size={size.batch}", f"train.device={device}",
+                                  f"train.log_every={args.log_every}", f"train.num_workers={args.num_workers}",
+                                  "train.progress=false", "optim.schedule=constant", "optim.lr=1e-3",
+                                  "optim.warmup_steps=0", "optim.clip_grad=1.0"])
+
+
 def run_ours(args: argparse.Namespace, size: Size, data: Dataset, device: torch.device) -> Dict[str, float]:
     torch.manual_seed(0)
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_experiment(None, [f"output_dir={tmp}", "name=bench", f"train.steps={args.steps}",
-                                     f"train.batch_size={size.batch}", f"train.device={device}",
-                                     f"train.log_every={args.log_every}", f"train.num_workers={args.num_workers}",
-                                     "train.progress=false", "optim.schedule=constant", "optim.lr=1e-3",
-                                     "optim.warmup_steps=0", "optim.clip_grad=1.0"])
-        model = TinyLM(size)
-        trainer = Trainer(model, data, None, cfg, Path(tmp) / "bench")
+        trainer = Trainer(TinyLM(size), data, None, _ours_cfg(args, size, device, tmp), Path(tmp) / "bench")
         clock = PhaseClock(trainer.objective, trainer.optimizer, [args.warmup, args.steps - 1], device)
         trainer.fit()
         fit_s = time.perf_counter() - t
     return {**clock.summary(args.warmup), "fit_s": fit_s}
 
 
+class PlainLoop:
+    """The hand-written loop, one step at a time: fetch, move, forward, backward, clip, step, zero_grad."""
+
+    def __init__(self, args: argparse.Namespace, size: Size, data: Dataset, device: torch.device,
+                 sync_at: List[int]) -> None:
+        torch.manual_seed(0)
+        self.args, self.device, self.done = args, device, 0
+        self.model = TinyLM(size).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, **optimizer_kernel(device, sharded=False))
+        self.clock = PhaseClock(self.model, self.opt, sync_at, device)
+        self.loader = DataLoader(data, batch_size=size.batch, shuffle=True, drop_last=True,
+                                 num_workers=args.num_workers, pin_memory=device.type == "cuda")
+        self.it = iter(self.loader)
+
+    def step(self) -> None:
+        try:
+            x = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            x = next(self.it)
+        x = x.to(self.device, non_blocking=True)
+        with _amp(self.device):
+            loss = self.model(x)["loss"]
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.done += 1
+        if self.done % self.args.log_every == 0 or self.done == self.args.steps:
+            loss.item()
+
+
 def run_plain(args: argparse.Namespace, size: Size, data: Dataset, device: torch.device) -> Dict[str, float]:
+    t = time.perf_counter()
+    plain = PlainLoop(args, size, data, device, [args.warmup, args.steps - 1])
+    for _ in range(args.steps):
+        plain.step()
+    return {**plain.clock.summary(args.warmup), "fit_s": time.perf_counter() - t}
+
+
+def run_interleaved(args: argparse.Namespace, size: Size, data: Dataset,
+                    device: torch.device) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Both loops in one process, one step each in turn: the plain loop's step runs inside a Trainer step
+    hook and its duration is taken out of ours. Load changes on a shared machine then hit both alike.
+
+    Whole-fit times: ours = Trainer construction to the end of ``fit`` (end checkpoint, metrics, plot)
+    less the plain steps; plain = its setup plus its steps.
+    """
+    t = time.perf_counter()
+    plain = PlainLoop(args, size, data, device, [])
+    plain_setup = time.perf_counter() - t
+    durations: List[float] = []
+
+    def hook(step: int, total: int, trainer: Trainer) -> None:
+        t0 = time.perf_counter()
+        plain.step()
+        durations.append(time.perf_counter() - t0)
+
     torch.manual_seed(0)
     t = time.perf_counter()
-    model = TinyLM(size).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **optimizer_kernel(device, sharded=False))
-    clock = PhaseClock(model, opt, [args.warmup, args.steps - 1], device)
-    loader = DataLoader(data, batch_size=size.batch, shuffle=True, drop_last=True, num_workers=args.num_workers,
-                        pin_memory=device.type == "cuda")
-    done = 0
-    while done < args.steps:
-        for x in loader:
-            x = x.to(device, non_blocking=True)
-            with _amp(device):
-                loss = model(x)["loss"]
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            done += 1
-            if done % args.log_every == 0 or done == args.steps:
-                loss.item()
-            if done == args.steps:
-                break
-    return {**clock.summary(args.warmup), "fit_s": time.perf_counter() - t}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(TinyLM(size), data, None, _ours_cfg(args, size, device, tmp), Path(tmp) / "bench",
+                          hooks=[hook])
+        clock = PhaseClock(trainer.objective, trainer.optimizer, [], device)
+        trainer.fit()
+        ours_fit = time.perf_counter() - t - sum(durations)
+    ours = {**clock.summary(args.warmup, minus=durations), "fit_s": ours_fit}
+    return ours, {**plain.clock.summary(args.warmup, durations=durations), "fit_s": plain_setup + sum(durations)}
 
 
 def fetch_ms(make: Callable[[], Any], batches: int) -> float:
@@ -207,9 +285,20 @@ def fetch_ms(make: Callable[[], Any], batches: int) -> float:
     return 1e3 * (time.perf_counter() - t) / batches
 
 
+class OneSeedPerBatch(SeededBatches):
+    """The alternative not taken: seed once per batch and let the samples share that stream (cheaper,
+    but a sample's augmentation then depends on its batch neighbours and on the number of ranks)."""
+
+    def __getitems__(self, keys: Any) -> Any:
+        with preserved_rng():
+            seed_all(keys[0][2])
+            return self.collate_fn([self.base[i] for i, _, _ in keys])
+
+
 def data_fetch_benchmark(data: Dataset, batch: int, batches: int) -> Dict[str, float]:
-    """Per-batch cost in the main process of: plain DataLoader, per-sample seeding (the reference the
-    Trainer used before), batched seeding (what it uses now). Same random stream for the last two."""
+    """Per-batch cost in the main process of: a plain DataLoader, per-sample seeding (what the Trainer
+    did before), batched seeding (what it does now: the same random stream) and one seed per batch
+    (a different stream, not used)."""
     sampler = ResumableBatchSampler(len(data), batch, seed=0)  # type: ignore[arg-type]
     out = {}
     for _ in range(2):  # second pass is reported (first warms caches)
@@ -221,6 +310,8 @@ def data_fetch_benchmark(data: Dataset, batch: int, batches: int) -> Dict[str, f
                                            batches),
             "batched_seeding": fetch_ms(lambda: iter(DataLoader(SeededBatches(data), batch_sampler=sampler,
                                                                 collate_fn=passthrough)), batches),
+            "one_seed_per_batch": fetch_ms(lambda: iter(DataLoader(OneSeedPerBatch(data), batch_sampler=sampler,
+                                                                   collate_fn=passthrough)), batches),
         }
     return out
 
@@ -239,7 +330,12 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=10, help="both loops read the loss every N steps")
     ap.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (both loops)")
     ap.add_argument("--batch", type=int, default=None, help="override the size's batch")
+    ap.add_argument("--mode", choices=["auto", "interleaved", "separate"], default="auto",
+                    help="interleaved: one step of each in turn in one process (default on CPU, robust to a "
+                         "shared machine); separate: whole runs in alternating order (default on CUDA, "
+                         "where per-step attribution would need a sync each step)")
     args = ap.parse_args()
+    torch.Tensor.backward = _timed_backward(torch.Tensor.backward)  # type: ignore[method-assign]
     device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -253,11 +349,18 @@ def main() -> None:
     fetch = data_fetch_benchmark(data, size.batch, 100)
     print("data fetch, ms per batch (main process): "
           + ", ".join(f"{k} {v:.3f}" for k, v in fetch.items()), flush=True)
+    mode = args.mode if args.mode != "auto" else ("separate" if device.type == "cuda" else "interleaved")
     rows: Dict[str, List[Dict[str, float]]] = {"ours": [], "plain": []}
     for r in range(args.rounds):
-        order = ["ours", "plain"] if r % 2 == 0 else ["plain", "ours"]
-        for name in order:
-            rows[name].append((run_ours if name == "ours" else run_plain)(args, size, data, device))
+        if mode == "interleaved":
+            order = ["ours/plain step by step"]
+            o, p = run_interleaved(args, size, data, device)
+            rows["ours"].append(o)
+            rows["plain"].append(p)
+        else:
+            order = ["ours", "plain"] if r % 2 == 0 else ["plain", "ours"]
+            for name in order:
+                rows[name].append((run_ours if name == "ours" else run_plain)(args, size, data, device))
         o, p = rows["ours"][-1], rows["plain"][-1]
         print(f"round {r + 1}/{args.rounds} ({' then '.join(order)}): step ms ours {o['step_ms']:.2f} "
               f"plain {p['step_ms']:.2f} | outside ms ours {o['outside_ms']:.3f} plain {p['outside_ms']:.3f} | "
@@ -278,7 +381,7 @@ def main() -> None:
           "metrics.jsonl and loss plot)")
     result = {
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "size": vars(size), "steps": args.steps, "rounds": args.rounds, "warmup": args.warmup,
+        "size": vars(size), "mode": mode, "steps": args.steps, "rounds": args.rounds, "warmup": args.warmup,
         "log_every": args.log_every, "num_workers": args.num_workers,
         "ours_step_ms": med(ours, "step_ms"), "plain_step_ms": med(plain, "step_ms"),
         "ours_outside_ms": med(ours, "outside_ms"), "plain_outside_ms": med(plain, "outside_ms"),

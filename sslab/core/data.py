@@ -14,12 +14,13 @@ once per batch by :class:`SeededBatches` (``__getitems__``), not once per sample
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, default_collate
+from torch.utils.data import Dataset, Sampler, default_collate, get_worker_info
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -186,7 +187,7 @@ class SeededBatches(Dataset):
     Same random stream as ``SeededCollate(collate_fn)([SeededDataset(base)[k] for k in keys])``: each
     ``base[i]`` runs right after seeding with its sample seed and ``collate_fn`` right after seeding with
     the batch seed, but the global RNG states are saved and restored once per batch instead of once per
-    sample. Use with ``DataLoader(..., batch_sampler=sampler, collate_fn=passthrough)``; works the same in
+    sample (and not at all in a DataLoader worker). Use with ``DataLoader(..., batch_sampler=sampler, collate_fn=passthrough)``; works the same in
     DataLoader workers.
     """
 
@@ -206,7 +207,8 @@ class SeededBatches(Dataset):
     def __getitems__(self, keys: Sequence[Key]) -> Any:
         if not keys:
             raise ValueError("SeededBatches got an empty batch of keys")
-        with preserved_rng():
+        # in a DataLoader worker nothing else draws from the worker's global RNGs: no need to restore them
+        with preserved_rng() if get_worker_info() is None else contextlib.nullcontext():
             samples = []
             for index, sample_seed, _ in keys:
                 seed_all(sample_seed)

@@ -336,6 +336,7 @@ def main() -> None:
                          "where per-step attribution would need a sync each step)")
     args = ap.parse_args()
     torch.Tensor.backward = _timed_backward(torch.Tensor.backward)  # type: ignore[method-assign]
+    args.warmup = min(args.warmup, args.steps // 2)  # short smoke runs keep a steady-state window
     device = torch.device(args.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():

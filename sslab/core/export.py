@@ -149,6 +149,26 @@ def check_state_keys(expected: Sequence[str], found: Sequence[str], where: Union
         raise EncoderLoadError(f"{where}: weights do not match the encoder spec; " + "; ".join(parts))
 
 
+def inherit_artifact(path: Union[str, Path], **derived: Any) -> Dict[str, Any]:
+    """``save_encoder`` keyword arguments carrying an existing encoder folder's pipeline, pipeline files and
+    provenance over to a derived export (checkpoint average, extracted sub-network); ``derived`` is
+    recorded under ``provenance["derived"]``."""
+    try:
+        folder = _resolve(path)
+    except FileNotFoundError:
+        return {}
+    meta = json.loads((folder / SPEC).read_text())
+    pipe = meta.get("pipeline") or {}
+    from sslab.core.pipeline import build_pipeline
+
+    names = getattr(build_pipeline(pipe, folder), "files", ()) if pipe else ()
+    prov = dict(meta.get("provenance") or {})
+    if derived:
+        prov["derived"] = {"from": str(folder), **derived}
+    return {"pipeline": pipe or None, "files": {n: folder / n for n in names if (folder / n).is_file()},
+            "provenance": prov or None}
+
+
 def load_encoder(path: Union[str, Path], map_location: str = "cpu") -> nn.Module:
     """Load an exported encoder (run dir, its ``encoder/`` folder, or the .safetensors file), strictly.
 

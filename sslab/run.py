@@ -27,6 +27,9 @@ def seed_everything(seed: int) -> None:
 def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
     """Build data, encoder and objective from ``cfg``, train, export the encoder; returns the run dir."""
     seed_everything(cfg.seed)
+    from sslab.core.export import resolve_init_from
+
+    cfg.encoder = resolve_init_from(cfg.encoder)  # encoder.init_from: DIR -> DIR's architecture (+ its weights)
     modality = build_modality(cfg)
     dataset, collate_fn = modality.pretrain_data()
     encoder = modality.build_encoder()

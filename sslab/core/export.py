@@ -36,14 +36,39 @@ class EncoderLoadError(RuntimeError):
     """An exported encoder folder whose weights do not match its spec (missing / unexpected keys)."""
 
 
+def resolve_init_from(spec: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{init_from: DIR, **overrides}`` -> DIR's encoder spec updated with ``overrides`` (``init_from`` kept),
+    so modalities see the full architecture; other specs are returned unchanged."""
+    spec = dict(spec)
+    if "init_from" not in spec:
+        return spec
+    base = dict(read_meta(spec["init_from"])["spec"])
+    if "name" in spec and spec["name"] != base.get("name"):
+        raise ValueError(f"encoder.name={spec['name']!r} but encoder.init_from={spec['init_from']} holds a "
+                         f"{base.get('name')!r} encoder")
+    return {**base, **spec}
+
+
 def build_encoder(spec: Mapping[str, Any]) -> nn.Module:
-    """Build ``ENCODERS[spec['name']](**rest)`` and remember ``spec`` for export."""
+    """Build ``ENCODERS[spec['name']](**rest)`` and remember ``spec`` for export.
+
+    ``spec["init_from"]`` (an exported or imported encoder folder) starts from that folder's architecture
+    and weights, loaded strictly; the remembered spec leaves it out (the export stands alone)."""
+    spec = resolve_init_from(spec)
+    init_from = spec.pop("init_from", None)
     if "name" not in spec:
         raise ValueError(f"encoder spec needs a 'name' (one of: {', '.join(ENCODERS.names())}); got {dict(spec)}")
-    spec = dict(spec)
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     encoder = ENCODERS.build(spec["name"], **kwargs)
     encoder.sslab_spec = spec  # type: ignore[assignment]
+    if init_from is not None:
+        from safetensors.torch import load_file
+
+        folder = _resolve(init_from)
+        state = load_file(str(folder / WEIGHTS))
+        check_state_keys(list(encoder.state_dict()), list(state), folder / WEIGHTS)
+        encoder.load_state_dict(state, strict=True)
+        encoder.sslab_init_from = str(folder)  # type: ignore[assignment]
     return encoder
 
 
@@ -280,6 +305,9 @@ def model_card(meta: Mapping[str, Any], folder: Path) -> str:
         lines += [f"- {k}: {v}" for k, v in data.items()]
     else:
         lines += ["- (not recorded)"]
+    if prov.get("initialised_not_imported"):
+        lines += [f"- not in the imported checkpoint, left at initial values: "
+                  f"{', '.join(prov['initialised_not_imported'])}"]
     lines += [f"- sslab {prov.get('sslab_version', '?')}, git commit `{prov.get('git_commit')}`, "
               f"created {prov.get('created_utc', '?')}", ""]
     lines += ["## Input pipeline", ""]
@@ -294,9 +322,9 @@ def model_card(meta: Mapping[str, Any], folder: Path) -> str:
     else:
         lines += ["- not recorded: preprocess inputs yourself"]
     lines += ["", "## How to use it", "", "```bash",
-              f"sslab embed {folder.name} INPUTS... --out features.npy   # raw files -> features (+ .index.txt)",
+              f"sslab embed path/to/{folder.name} INPUTS... --out features.npy   # + features.index.csv",
               "```", "", "```python", "import sslab", "",
-              f"enc = sslab.load_encoder({str(folder.name)!r})   # strict: refuses missing/unexpected weights",
+              f"enc = sslab.load_encoder('path/to/{folder.name}')   # strict: refuses missing/unexpected weights",
               "z = enc.embed_raw(raw)        # raw sample(s) -> [B, D] features, the probe's pooling",
               "inputs = enc.preprocess(raw)  # or only the preprocessing (the batch the encoder takes)",
               "```", "", "See docs/using_encoders.md in the sslab repository.", ""]

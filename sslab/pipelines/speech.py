@@ -34,7 +34,8 @@ class SpeechPipeline(InputPipeline):
         sr = int(self.spec["sample_rate"])
         check_waveform(wave, where, sr, float(self.spec.get("min_seconds", 0.0)),
                        float(self.spec.get("silence_threshold", 1e-4)))
-        return [(f"{where}@{a}:{b}", {"input_values": normalize_waveform(wave[a:b])}) for a, b in self._chunks(wave)]
+        norm = normalize_waveform if self.spec.get("normalize", True) else (lambda w: w)
+        return [(f"{where}@{a}:{b}", {"input_values": norm(wave[a:b])}) for a, b in self._chunks(wave)]
 
     def preprocess(self, raw: Any, sample_rate: Optional[int] = None, **meta: Any) -> List[Dict[str, torch.Tensor]]:
         """``raw``: a mono waveform ``[T]`` (float, full scale 1.0); ``sample_rate`` is required (resampled to
@@ -73,6 +74,7 @@ class SpeechPipeline(InputPipeline):
                 f"{s.get('min_seconds')} s; silent clips (peak < {s.get('silence_threshold')}) refused",
                 "- " + (f"cut into {s['chunk_seconds']} s chunks (the probe's items)" if s.get("chunk_seconds")
                         else "whole files"),
-                "- each item normalised to zero mean, unit variance; batches right-padded with an attention mask",
+                "- each item normalised to zero mean, unit variance" if s.get("normalize", True) else "- no normalisation",
+                "- batches right-padded with an attention mask",
                 f"- features: layer {s.get('layer')} ({'encoder default' if s.get('layer') is None else 'hidden'}), "
                 f"{s.get('level')} level (mean over real frames)"]

@@ -14,6 +14,13 @@ from sslab.core.registry import PIPELINES
 NPZ_SPLITS = ("train", "val", "test")
 
 
+def _stat(value: Any) -> Any:
+    """A scalar mean/std, or a per-channel one as a ``[C, 1, 1]`` tensor (imported timm models)."""
+    if isinstance(value, (list, tuple)):
+        return torch.tensor([float(v) for v in value], dtype=torch.float32).view(-1, 1, 1)
+    return float(value)
+
+
 @PIPELINES.register("vision")
 class VisionPipeline(InputPipeline):
     """Spec keys: ``img_size``, ``channels``, ``mean``, ``std``, ``source_size`` ([H, W] of the training
@@ -34,7 +41,7 @@ class VisionPipeline(InputPipeline):
         from sslab.datasets.images import EvalTransform, Normalize
 
         s = self.spec
-        return EvalTransform(int(s["img_size"]), int(s["channels"]), Normalize(float(s["mean"]), float(s["std"])))(image)
+        return EvalTransform(int(s["img_size"]), int(s["channels"]), Normalize(_stat(s["mean"]), _stat(s["std"])))(image)
 
     def _array_items(self, array: np.ndarray, where: str) -> List[torch.Tensor]:
         from sslab.datasets.images import _to_nchw

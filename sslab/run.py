@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -44,10 +45,16 @@ def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
     if trainer.is_main:
         prefix = getattr(objective, "export_prefix", "encoder.")  # e.g. JEPA exports its EMA target encoder
         enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        prov = run_provenance(cfg, dataset)
+        try:
+            pipeline, files = modality.input_pipeline(), modality.pipeline_files()
+        except Exception as err:  # never lose a trained encoder over its description; say so in the folder
+            warnings.warn(f"encoder export without an input pipeline: {type(err).__name__}: {err}")
+            pipeline, files = {}, {}
+            prov["pipeline_error"] = f"{type(err).__name__}: {err}"
         save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
                      extra={"modality": cfg.modality, "steps": cfg.train.steps},
-                     pipeline=modality.input_pipeline(), files=modality.pipeline_files(),
-                     provenance=run_provenance(cfg, dataset))
+                     pipeline=pipeline, files=files, provenance=prov)
         if hasattr(modality, "after_pretrain"):  # e.g. speech writes a HF-format folder
             modality.after_pretrain(objective, run_dir)
     dist_utils.barrier()

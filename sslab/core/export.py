@@ -320,7 +320,8 @@ def model_card(meta: Mapping[str, Any], folder: Path) -> str:
         except Exception:
             lines += [f"- `{k}`: {v!r}"[:120] for k, v in pipe.items()]
     else:
-        lines += ["- not recorded: preprocess inputs yourself"]
+        why = prov.get("pipeline_error")
+        lines += ["- not recorded: preprocess inputs yourself" + (f" (export-time error: {why})" if why else "")]
     lines += ["", "## How to use it", "", "```bash",
               f"sslab embed path/to/{folder.name} INPUTS... --out features.npy   # + features.index.csv",
               "```", "", "```python", "import sslab", "",

@@ -134,3 +134,40 @@ def test_init_from_starts_pretraining_from_an_encoder_folder(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     spec = json.loads((second / "encoder" / "encoder.json").read_text())["spec"]
     assert "init_from" not in spec and spec["hidden"] == [16]  # the export stands alone
+
+
+def test_embed_output_formats(folder, tmp_path):
+    import pandas as pd
+
+    from sslab.commands.embed import write_features
+
+    names, X = ["a.npy:0", "a.npy:1"], np.arange(8, dtype=np.float32).reshape(2, 4)
+    write_features(tmp_path / "f.csv", names, X)
+    frame = pd.read_csv(tmp_path / "f.csv")
+    assert list(frame.columns) == ["input", "f0", "f1", "f2", "f3"] and frame["input"].tolist() == names
+    np.testing.assert_array_equal(frame[["f0", "f1", "f2", "f3"]].to_numpy(np.float32), X)
+    with pytest.raises(ValueError, match="use one of .npy, .csv, .parquet"):
+        write_features(tmp_path / "f.txt", names, X)
+    path, _ = folder
+    np.save(tmp_path / "x.npy", np.ones((3, 8)))
+    assert main(["embed", str(path), str(tmp_path / "x.npy"), "--out", str(tmp_path / "z.npy")]) == 0
+    index = (tmp_path / "z.index.csv").read_text().splitlines()
+    assert index[0] == "row,input" and index[3] == f"2,{tmp_path / 'x.npy'}:2" and np.load(tmp_path / "z.npy").shape == (3, 4)
+
+
+def test_export_survives_a_failing_pipeline_description(tmp_path, monkeypatch):
+    from sslab.core.config import load_experiment
+    from sslab.modalities.vector import VectorModality
+    from sslab.run import pretrain
+
+    def broken(self):
+        raise FileNotFoundError("probe table gone")
+
+    monkeypatch.setattr(VectorModality, "input_pipeline", broken)
+    cfg = load_experiment(None, ["modality=vector", "objective={name: masked_feature, in_dim: 64}", "train.steps=1",
+                                 "encoder={name: mlp, in_dim: 64, dim: 8, hidden: [16]}", "train.progress=false",
+                                 f"output_dir={tmp_path}", "name=r"])
+    with pytest.warns(UserWarning, match="probe table gone"):
+        run = pretrain(cfg)
+    assert sslab.load_encoder(run).pipeline is None
+    assert "export-time error: FileNotFoundError: probe table gone" in (run / "encoder" / "README.md").read_text()

@@ -171,10 +171,26 @@ def build_ecg(tmp: Path):
     return run, [ptbxl], names, X  # the whole PTB-XL folder is embedded; the probe's rows are looked up
 
 
+def build_ecg_text(tmp: Path):
+    ptbxl = SHARED / "ecg" / "ptbxl"
+    cfg = load_experiment(REPO / "experiments" / "ecg_text" / "melp.yaml", [
+        f"output_dir={tmp}", "name=ecg_text", *COMMON, f"data.path={ptbxl}", "data.pretrain_folds=[3]",
+        "data.probe_train_folds=[3]", "data.probe_test_folds=[6]", f"data.cache_dir={tmp / 'cache'}",
+        "data.workers=1", "data.vocab_size=200", "train.num_workers=0",
+        "encoder={name: vit1d, in_chans: 12, patch_size: 25, dim: 16, depth: 1, heads: 2}",
+        "objective={name: melp, embed_dim: 16, num_queries: 2, text: {dim: 16, depth: 1, heads: 2}, "
+        "decoder: {dim: 16, depth: 1, heads: 2}}"])
+    run = pretrain(cfg)
+    (_, task), X = _probe_features(cfg, run, "train")
+    signals = task.train.get_signal  # the probe's records: indices into the record cache
+    names = [signals.get.__self__.names[i] for i in signals.indices]
+    return run, [ptbxl], names, X  # only the ECG tower is exported; its pipeline is the ECG one
+
+
 BUILDERS: Dict[str, Tuple[Callable[[Path], Any], bool]] = {
     "vector": (build_vector, False), "vision": (build_vision, False), "text": (build_text, False),
     "table": (build_table, False), "speech": (build_speech, False), "graph": (build_graph, True),
-    "ecg": (build_ecg, True)}
+    "ecg": (build_ecg, True), "ecg_text": (build_ecg_text, True)}
 
 
 @pytest.fixture(scope="module")

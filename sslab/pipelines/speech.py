@@ -4,7 +4,6 @@ length) -> optional fixed ``chunk_seconds`` chunks (the probe's items) -> per-it
 mean over real frames (Baevski et al. 2020)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch

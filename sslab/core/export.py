@@ -295,7 +295,8 @@ def model_card(meta: Mapping[str, Any], folder: Path) -> str:
     what = f"A `{spec.get('name')}` encoder with output width {meta.get('dim')}"
     what += f" ({n:,} parameters)" if n else ""
     if cfg.get("objective"):
-        what += f", pretrained with `{cfg['objective'].get('name')}` for {meta.get('steps')} steps"
+        steps = meta.get("steps")
+        what += f", pretrained with `{cfg['objective'].get('name')}` for {steps} step{'' if steps == 1 else 's'}"
     elif prov.get("imported_from"):
         what += f", imported from {prov['imported_from'].get('format')} checkpoint `{prov['imported_from'].get('path')}`"
     lines += [what + ".", ""]
@@ -312,11 +313,14 @@ def model_card(meta: Mapping[str, Any], folder: Path) -> str:
               f"created {prov.get('created_utc', '?')}", ""]
     lines += ["## Input pipeline", ""]
     pipe = meta.get("pipeline")
+    usage = "enc.embed_raw(raw)"
     if pipe:
         try:
             from sslab.core.pipeline import build_pipeline
 
-            lines += build_pipeline(pipe, folder).describe()  # type: ignore[union-attr]
+            built = build_pipeline(pipe, folder)
+            usage = built.usage  # type: ignore[union-attr]
+            lines += built.describe()  # type: ignore[union-attr]
         except Exception:
             lines += [f"- `{k}`: {v!r}"[:120] for k, v in pipe.items()]
     else:
@@ -326,8 +330,9 @@ def model_card(meta: Mapping[str, Any], folder: Path) -> str:
               f"sslab embed path/to/{folder.name} INPUTS... --out features.npy   # + features.index.csv",
               "```", "", "```python", "import sslab", "",
               f"enc = sslab.load_encoder('path/to/{folder.name}')   # strict: refuses missing/unexpected weights",
-              "z = enc.embed_raw(raw)        # raw sample(s) -> [B, D] features, the probe's pooling",
-              "inputs = enc.preprocess(raw)  # or only the preprocessing (the batch the encoder takes)",
+              f"z = {usage}",
+              "# -> [B, D] features with the run's preprocessing and the probe's pooling;",
+              "# enc.preprocess(...) gives only the preprocessed batch the encoder takes",
               "```", "", "See docs/using_encoders.md in the sslab repository.", ""]
     probe = meta.get("probe")
     lines += ["## Probe", ""]

@@ -37,6 +37,7 @@ class InputPipeline:
     """
 
     files: Tuple[str, ...] = ()
+    usage = "enc.embed_raw(raw)"  # a one-line example for the model card
 
     def __init__(self, spec: Mapping[str, Any], folder: Optional[PathLike] = None) -> None:
         self.spec = dict(spec)

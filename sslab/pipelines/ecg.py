@@ -29,6 +29,8 @@ class ECGPipeline(InputPipeline):
     ``crop_samples``, ``eval_stride_samples``, ``ptbxl_rate``. Any sampling rate is accepted (resampled to
     ``fs`` with ``scipy.signal.resample_poly``, as in training); a missing lead is an error."""
 
+    usage = 'enc.embed_raw(signal, fs=500, leads=names)   # signal: [leads, samples]'
+
     def _norm(self, x: np.ndarray) -> np.ndarray:
         x = x.astype(self.spec.get("storage_dtype", "float32")).astype(np.float32)  # what the cache stored
         norm = self.spec.get("norm")

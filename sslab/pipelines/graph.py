@@ -19,6 +19,8 @@ class GraphPipeline(InputPipeline):
     ``max_degree``, ``num_node_labels`` (the training vocabulary), ``elements`` (atoms), ``in_dim``,
     ``pooling``, ``layers``. A node label outside the vocabulary or another feature width is an error."""
 
+    usage = 'enc.embed_raw(graphs)   # torch_geometric Data / SMILES, or a list'
+
     def featurize(self, graphs: List[Any], where: str) -> List[Any]:
         from sslab.datasets.graphs import FeatureSpec, add_node_features
 

@@ -18,6 +18,8 @@ class SpeechPipeline(InputPipeline):
     """Spec keys: ``sample_rate``, ``min_seconds``, ``silence_threshold``, ``chunk_seconds`` (null: whole
     files), ``layer``, ``level``. Other rates are resampled (torchaudio sinc), as in training."""
 
+    usage = 'enc.embed_raw(wave, sample_rate=sr)   # mono [T]; one row per chunk'
+
     def _chunks(self, wave: torch.Tensor) -> List[Tuple[int, int]]:
         cs: Optional[float] = self.spec.get("chunk_seconds")
         if not cs:

@@ -17,6 +17,8 @@ class TablePipeline(InputPipeline):
     ``num_stats`` ({column: [mean, std]}), ``read`` (CSV options: separator, header, missing, drop,
     value_maps). Input with other feature columns is refused, naming the missing and unexpected ones."""
 
+    usage = "enc.embed_raw(frame)   # pandas DataFrame with the schema's columns"
+
     files = ("tokenizer.json",)
 
     def __init__(self, spec: Any, folder: Any = None) -> None:

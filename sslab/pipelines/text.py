@@ -16,6 +16,8 @@ from sslab.core.registry import PIPELINES
 class TextPipeline(InputPipeline):
     """Spec keys: ``tokenizer`` (file name in the encoder folder), ``max_len``, ``text_column`` (CSV input)."""
 
+    usage = 'enc.embed_raw(["a text", "another"])'
+
     files = ("tokenizer.json",)
 
     def __init__(self, spec: Any, folder: Any = None) -> None:

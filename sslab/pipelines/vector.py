@@ -16,6 +16,8 @@ class VectorPipeline(InputPipeline):
     """Spec: ``n_features``, ``scale`` (inputs are ``raw / scale``), ``columns`` (CSV feature names or null),
     ``label_column`` (dropped from CSV input when present)."""
 
+    usage = 'enc.embed_raw(rows)   # [N, F] raw values'
+
     def _rows(self, X: np.ndarray, where: str) -> List[torch.Tensor]:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:

@@ -28,6 +28,8 @@ class VisionPipeline(InputPipeline):
     training images were files resized by PIL). Images of another size are refused unless
     ``allow_resize`` is set (``sslab embed --allow-resize``)."""
 
+    usage = 'enc.embed_raw(image)   # [H, W], [H, W, C] or [C, H, W]; uint8 or [0, 1]; or a list'
+
     allow_resize = False
 
     def _check_size(self, hw: Tuple[int, int], where: str) -> None:

@@ -79,6 +79,26 @@ def test_an_unknown_key_is_an_error_naming_it(hf_folders, tmp_path):
         main_import(str(bad), str(tmp_path / "out"), ignore=["decoder."])
 
 
+def test_hf_bare_model_and_old_weight_norm_names(hf_folders, tmp_path):
+    """A bare ``Wav2Vec2Model`` folder whose positional conv uses the pre-parametrization weight-norm names
+    (``weight_g`` / ``weight_v``, as in the published facebook/wav2vec2-* checkpoints)."""
+    from safetensors.torch import load_file, save_file
+
+    root, pre, _ = hf_folders
+    bare = tmp_path / "bare"
+    pre.wav2vec2.save_pretrained(bare)
+    state = load_file(str(bare / "model.safetensors"))
+    old = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
+                                                                              "weight_v"): v for k, v in state.items()}
+    assert any(k.endswith("weight_g") for k in old) and not any(k.startswith("wav2vec2.") for k in old)
+    save_file(old, str(bare / "model.safetensors"))
+    assert main(["import", "hf-wav2vec2", str(bare), "--out", str(tmp_path / "imp")]) == 0
+    x = torch.randn(1, 5000)
+    with torch.no_grad():
+        torch.testing.assert_close(sslab.load_encoder(tmp_path / "imp")(x), pre.wav2vec2(x).last_hidden_state,
+                                   rtol=0, atol=1e-6)
+
+
 def test_imported_wav2vec2_probes_and_continues_pretraining(hf_folders, tmp_path):
     from sslab.core.config import load_experiment
     from sslab.run import pretrain, probe
@@ -121,3 +141,21 @@ def test_timm_vit_import(tmp_path, capsys):
     assert spec["pipeline"]["mean"] == 0.5 and spec["spec"]["img_size"] == 32  # timm's pretrained cfg; pos_embed
     with pytest.raises(ValueError, match="image size 24x24, but the encoder was trained and probed on 32x32"):
         enc.preprocess(np.zeros((24, 24, 3), np.uint8))
+    # a timm/HF-hub style folder: config.json (architecture, model_args, pretrained_cfg) + model.safetensors
+    from safetensors.torch import save_file
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items() if not k.startswith("head.")},
+              str(hub / "model.safetensors"))
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    (hub / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "model_args": {"num_heads": 3},
+                                                 "pretrained_cfg": {"mean": mean, "std": std}}))
+    assert main(["import", "timm-vit", str(hub), "--out", str(tmp_path / "hub_imp")]) == 0
+    enc2 = sslab.load_encoder(tmp_path / "hub_imp")
+    assert enc2.pipeline.spec["mean"] == mean
+    img8 = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    x = enc2.preprocess(img8)
+    ref = (torch.from_numpy(img8).permute(2, 0, 1).float() / 255 - torch.tensor(mean)[:, None, None]) / \
+        torch.tensor(std)[:, None, None]
+    torch.testing.assert_close(x[0], ref)  # per-channel normalisation

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -27,6 +28,9 @@ def seed_everything(seed: int) -> None:
 def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
     """Build data, encoder and objective from ``cfg``, train, export the encoder; returns the run dir."""
     seed_everything(cfg.seed)
+    from sslab.core.export import resolve_init_from
+
+    cfg.encoder = resolve_init_from(cfg.encoder)  # encoder.init_from: DIR -> DIR's architecture (+ its weights)
     modality = build_modality(cfg)
     dataset, collate_fn = modality.pretrain_data()
     encoder = modality.build_encoder()
@@ -40,12 +44,36 @@ def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
         if trainer.is_main:
             prefix = getattr(objective, "export_prefix", "encoder.")  # e.g. JEPA exports its EMA target encoder
             enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            prov = run_provenance(cfg, dataset)
+            try:
+                pipeline, files = modality.input_pipeline(), modality.pipeline_files()
+            except Exception as err:  # never lose a trained encoder over its description; say so in the folder
+                warnings.warn(f"encoder export without an input pipeline: {type(err).__name__}: {err}")
+                pipeline, files = {}, {}
+                prov["pipeline_error"] = f"{type(err).__name__}: {err}"
             save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
-                         extra={"modality": cfg.modality, "steps": cfg.train.steps})
+                         extra={"modality": cfg.modality, "steps": cfg.train.steps},
+                         pipeline=pipeline, files=files, provenance=prov)
             if hasattr(modality, "after_pretrain"):  # e.g. speech writes a HF-format folder
                 modality.after_pretrain(objective, run_dir)
         dist_utils.barrier()
     return run_dir
+
+
+def run_provenance(cfg: ExperimentConfig, dataset: Any) -> Dict[str, Any]:
+    """Provenance of a pretraining run for ``encoder.json``: resolved config, data source, record count."""
+    from sslab.core.config import to_dict
+    from sslab.core.export import provenance
+
+    d = cfg.data
+    source = {k: d[k] for k in ("source", "sources", "pretrain", "path") if k in d}
+    data: Dict[str, Any] = {"modality": cfg.modality, **source}
+    try:
+        data["pretraining_items"] = len(dataset)
+    except TypeError:
+        pass
+    return provenance(config=to_dict(cfg), data=data, steps=cfg.train.steps,
+                      batch_size=cfg.train.batch_size, seed=cfg.seed)
 
 
 def _load_target(target: Union[str, Path], cfg: Optional[ExperimentConfig],
@@ -110,7 +138,19 @@ def probe(target: Union[str, Path], cfg: Optional[ExperimentConfig] = None, over
     atomic_write_text(out / "probe.json", json.dumps(result, indent=2))
     atomic_write_text(out / "probe.md", format_table(rows) + "\n")
     plot_probe(rows, out / "probe.png")
+    _record_probe_in_encoder(target, rows)
     return result
+
+
+def _record_probe_in_encoder(target: Union[str, Path], rows: List[Dict[str, Any]]) -> None:
+    """Add the probe table to the probed encoder folder's ``encoder.json`` and model card (issue 14)."""
+    from sslab.core.export import encoder_folder, record_probe
+
+    try:
+        folder = encoder_folder(target)
+    except FileNotFoundError:
+        return
+    record_probe(folder, rows, format_table(rows))
 
 
 def plot_probe(rows: List[Dict[str, Any]], out_png: Path) -> Path:

@@ -43,7 +43,7 @@ def extract_size(encoder: Any, width: int, depth: int, out_dir: Union[str, Path]
     """Write the (width, depth) sub-network of ``encoder`` to ``out_dir`` (timm + sslab formats)."""
     from safetensors.torch import save_file
 
-    from sslab.core.export import save_encoder
+    from sslab.core.export import inherit_artifact, save_encoder
     from sslab.core.io import atomic_write, atomic_write_text
 
     out = Path(out_dir)
@@ -58,7 +58,8 @@ def extract_size(encoder: Any, width: int, depth: int, out_dir: Union[str, Path]
                     "safetensors.torch.load_file('model.safetensors'))"}
     atomic_write_text(out / TIMM_CONFIG, json.dumps(meta, indent=2))
     save_encoder(encoder.extract_encoder(width, depth), out,
-                 extra={"extracted_from": str(source), "width": width, "depth": depth, "num_params": n_params})
+                 extra={"extracted_from": str(source), "width": width, "depth": depth, "num_params": n_params},
+                 **(inherit_artifact(source, width=width, depth=depth) if source else {}))
     return out
 
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -56,6 +57,30 @@ class Modality:
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         """Frozen features for probing: pooled encoder tokens, ``[B, D]``."""
         return encoder.pool(encoder(inputs))
+
+    # -- the encoder artifact (issue 14): preprocessing as data, applied by ``sslab embed``
+    def input_pipeline(self) -> Dict[str, Any]:
+        """JSON-serialisable description of the exact preprocessing of pretraining AND probing, stored in
+        ``encoder/encoder.json`` under ``"pipeline"``; ``"kind"`` names the
+        :class:`~sslab.core.pipeline.InputPipeline` that applies it. Default: ``{}`` (none recorded)."""
+        return {}
+
+    def pipeline_files(self) -> Dict[str, Path]:
+        """Files the pipeline needs (name in the encoder folder -> source path), e.g. a tokenizer."""
+        return {}
+
+    def read_raw(self, paths: Sequence[Union[str, Path]],
+                 pipeline: Optional[Mapping[str, Any]] = None) -> Iterator[Tuple[str, Any]]:
+        """``(row_name, item)`` for every row of raw files, preprocessed exactly as the probe's items;
+        ``pipeline`` defaults to :meth:`input_pipeline`. Batch items with the pipeline's ``collate``."""
+        from sslab.core.pipeline import build_pipeline
+
+        spec = dict(pipeline) if pipeline is not None else self.input_pipeline()
+        folder = self.cfg.run_dir / "encoder" if (self.cfg.run_dir / "encoder").is_dir() else None
+        pipe = build_pipeline(spec, folder)
+        if pipe is None:
+            raise NotImplementedError(f"modality {type(self).__name__} records no input pipeline")
+        return pipe.read(paths)
 
 
 def build_modality(cfg: ExperimentConfig) -> Modality:

@@ -95,6 +95,8 @@ MODALITIES: Registry[Callable[..., Any]] = Registry("modality")
 COMMANDS: Registry[Callable[..., Any]] = Registry("command")
 # ``sslab import FORMAT CHECKPOINT --out DIR``: converters of published checkpoints into sslab encoder folders
 IMPORTERS: Registry[Callable[..., Any]] = Registry("importer")
+# ``encoder.json["pipeline"]["kind"]`` -> the InputPipeline class that applies it (sslab.core.pipeline)
+PIPELINES: Registry[Callable[..., Any]] = Registry("pipeline")
 
 ALL_REGISTRIES: Dict[str, Registry[Any]] = {
     "encoders": ENCODERS,
@@ -103,4 +105,5 @@ ALL_REGISTRIES: Dict[str, Registry[Any]] = {
     "modalities": MODALITIES,
     "commands": COMMANDS,
     "importers": IMPORTERS,
+    "pipelines": PIPELINES,
 }

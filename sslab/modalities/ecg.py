@@ -196,6 +196,7 @@ class ECGModality(Modality):
 
             sig, lab, tr, _ = self.synthetic()
             norm = self._norm(np.asarray(sig[i]) for i in tr)
+            self.pretrain_norm = (norm, f"{len(tr)} synthetic training records")  # for input_pipeline()
             return SyntheticECG(sig, lab, tr, crop=self.crop, norm=norm), self.collator()
         from sslab.datasets.ecg_cache import CachedCrops
 
@@ -208,6 +209,7 @@ class ECGModality(Modality):
         cache = self._cache(records)
         idx = cache.valid_indices
         norm = cache.fit_norm(idx, d.clip) if d.normalize else None
+        self.pretrain_norm = (norm, f"{len(idx)} {d.source} pretraining records")  # for input_pipeline()
         return CachedCrops(cache, idx, self.crop, norm, d.short_records), self.collator()
 
     def beat_probe_task(self) -> ProbeTask:
@@ -268,6 +270,27 @@ class ECGModality(Modality):
 
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         return crop_averaged_embedding(encoder, inputs)
+
+
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """Rate, lead order, storage dtype, the pretraining records' per-lead mean/std and clip, crop and
+        evaluation stride, pooling. (The probe refits mean/std on its own training split; with the
+        pretraining records as probe training records the constants are the same.)"""
+        d = self.data
+        if not hasattr(self, "pretrain_norm"):
+            self.pretrain_data()
+        norm, fitted_on = self.pretrain_norm
+        return {"kind": "ecg", "fs": float(d.fs), "leads": list(d.leads),
+                # real records reach the probe through the cache (float16 by default): embed rounds the same way
+                "storage_dtype": d.cache_dtype if (d.probe_source or d.source) != "synthetic" else "float32",
+                "norm": None if norm is None else {"mean": norm.mean.tolist(), "std": norm.std.tolist(),
+                                                   "clip": norm.clip, "fitted_on": fitted_on},
+                "crop_samples": self.crop, "crop_seconds": d.crop_seconds,
+                "eval_stride_samples": int(round(d.eval_stride_seconds * d.fs)),
+                "eval_stride_seconds": d.eval_stride_seconds, "patch_size": self.patch_size,
+                "ptbxl_rate": d.rate,
+                "pooling": "mean of the encoder's tokens per crop, then mean over the record's crops"}
 
 
 def crop_averaged_embedding(encoder: nn.Module, inputs: Any) -> torch.Tensor:

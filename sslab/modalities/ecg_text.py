@@ -327,6 +327,21 @@ class ECGTextModality(Modality):
 
         return crop_averaged_embedding(encoder, inputs)
 
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """The ECG tower's pipeline (the exported encoder): as the ecg modality's, with the pretraining pairs'
+        per-lead constants, which this modality's probes use as well."""
+        d = self.data
+        norm = self.split("train").get_signal.norm
+        return {"kind": "ecg", "fs": float(d.fs), "leads": list(LEADS_12),
+                "storage_dtype": d.cache_dtype if d.source != "synthetic" else "float32",
+                "norm": None if norm is None else {"mean": norm.mean.tolist(), "std": norm.std.tolist(),
+                                                   "clip": norm.clip, "fitted_on": f"the {d.source} pretraining pairs"},
+                "crop_samples": self.crop, "crop_seconds": d.crop_seconds,
+                "eval_stride_samples": int(round(d.eval_stride_seconds * d.fs)),
+                "eval_stride_seconds": d.eval_stride_seconds, "patch_size": self.patch_size, "ptbxl_rate": d.rate,
+                "pooling": "mean of the ECG encoder's tokens per crop, then mean over the record's crops"}
+
     def zero_shot_prompts(self) -> Dict[str, List[str]]:
         d = self.data
         if d.zero_shot.prompts:

@@ -187,5 +187,18 @@ class GraphModality(Modality):
                           Subset(ds, te.tolist()), collate_labelled, names)
                 for i, (tr, te) in enumerate(splits)]
 
+    # ---------------------------------------------------------------- encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """The resolved node-feature specification (kind, degree cap, label vocabulary, elements), the input
+        width and the probe's readout (pooling, layers)."""
+        from sslab.datasets.graphs import ELEMENTS
+
+        d = self.data_cfg
+        _, fspec = self._load(d.source)
+        return {"kind": "graph", "features": fspec.kind, "max_degree": fspec.max_degree,
+                "num_node_labels": fspec.num_node_labels, "elements": list(ELEMENTS) if "atoms" in fspec.kind else None,
+                "in_dim": int(self.cfg.encoder.get("in_dim", self._feature_dim())),
+                "pooling": d.probe_pooling or self.cfg.encoder.get("pooling", "mean"), "layers": d.probe_layers}
+
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         return graph_embedding(encoder, inputs, self.data_cfg.probe_pooling, self.data_cfg.probe_layers)

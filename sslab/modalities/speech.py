@@ -259,6 +259,15 @@ class SpeechModality(Modality):
         return ProbeTask(name=f"{key}_id", task="multiclass", train=ProbeChunks(ds, *splits["train"]),
                          test=ProbeChunks(ds, *splits["test"]), collate_fn=collate_probe, class_names=classes)
 
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """Sample rate, waveform normalisation, minimum length, the probe's chunking and embedding layer."""
+        d = self.data
+        return {"kind": "speech", "sample_rate": d.sample_rate, "mono": "mean of channels",
+                "resample": "torchaudio.functional.resample", "normalize": "zero mean, unit variance per item",
+                "min_seconds": d.min_seconds, "silence_threshold": 1e-4, "chunk_seconds": d.probe_seconds,
+                "max_seconds_pretraining": d.max_seconds, "layer": d.probe_layer, "level": d.probe_level}
+
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         """Mean of layer ``probe_layer`` over real frames (``probe_level: frame``: the centre frame)."""
         return encoder.embed(inputs, layer=self.data.probe_layer, level=self.data.probe_level)  # type: ignore[operator]

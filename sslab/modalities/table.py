@@ -168,6 +168,52 @@ class TableModality(Modality):
         test_rows = self.labelled_rows(test, classes, train_rows.tables[0].num_stats)
         return [ProbeTask(train.name, task, train_rows, test_rows, collate_fn=TableCollator(), class_names=classes)]
 
+    # ---------------------------------------------------------------- encoder artifact (issue 14)
+    def read_options(self) -> Dict[str, Any]:
+        """How the probed table's CSV is read (separator, header, missing markers, dropped columns, code maps)."""
+        from sslab.datasets.tables import DEFAULT_MISSING, SHARED_TABLES, load_schema_json, parse_names_codes
+
+        kind, _, name = self.data.eval.partition(":")
+        opts: Dict[str, Any] = {"separator": ",", "header": True, "missing": list(DEFAULT_MISSING), "drop": []}
+        if kind == "csv":
+            opts.update({k: v for k, v in self.data.csv.get(name, {}).items()
+                         if k in ("separator", "header", "missing", "drop", "value_maps")})
+        elif kind == "shared":
+            info = SHARED_TABLES.get(name, {})
+            root = resolve_root(self.data.root)
+            base = root / "tables" if (root / "tables").is_dir() else root
+            if "schema" in info:
+                kw = load_schema_json(base / info["schema"])
+                opts.update({k: v for k, v in kw.items() if k in ("separator", "header", "missing")})
+                if "names_codes" in info:
+                    codes = parse_names_codes(base / info["names_codes"])
+                    opts["value_maps"] = {c: codes for c, t in kw["types"].items() if t == "categorical"}
+            opts["drop"] = list(info.get("drop", []))
+        opts["missing"] = list(opts["missing"])
+        return opts
+
+    def input_pipeline(self) -> Dict[str, Any]:
+        """The probed table's schema and CSV reading options, the tokenizer (file copied into the encoder
+        folder), the numeric standardisation of the probe's training split, [CLS] pooling."""
+        train, _ = self.labelled_split()
+        stats = TokenizedTable(train, self.tokenizer).num_stats
+        s = train.schema
+        return {"kind": "table", "table": self.data.eval,
+                "schema": {"columns": [{"name": c.name, "type": c.type} for c in s.columns], "target": s.target,
+                           "task": s.task},
+                "read": self.read_options(), "tokenizer": "tokenizer.json", "digits": self.data.digits,
+                "num_stats": {k: [float(m), float(sd)] for k, (m, sd) in stats.items()},
+                "num_stats_from": f"the training split of {self.data.eval} ({len(train)} rows)",
+                "pooling": "[CLS] token of the row encoder"}
+
+    def pipeline_files(self) -> Dict[str, Path]:
+        if not self.tokenizer_path.is_file():
+            from sslab.core.io import atomic_write_text
+
+            self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.tokenizer_path, self.tokenizer.to_str())
+        return {"tokenizer.json": self.tokenizer_path}
+
     # ---------------------------------------------------------------- model
     def build_encoder(self) -> nn.Module:
         spec = dict(self.cfg.encoder)

@@ -197,6 +197,21 @@ class TextModality(Modality):
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         return encoder.pool(encoder(inputs), inputs["attention_mask"])
 
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """The run's tokenizer (copied into the encoder folder), maximum length + truncation, pooling."""
+        return {"kind": "text", "tokenizer": "tokenizer.json", "vocab_size": len(self.tokenizer()),
+                "lowercase": self.data.lowercase, "max_len": self.data.max_len,
+                "text_column": self.data.probe_text_column,
+                "pooling": f"encoder.pool(tokens, attention_mask), pool mode "
+                           f"{_encoder_spec_base(self.cfg.encoder).get('pool', 'mean')!r} over real (unpadded) tokens"}
+
+    def pipeline_files(self) -> Dict[str, Path]:
+        path = self.cfg.run_dir / "tokenizer.json"
+        if not path.is_file():
+            save_tokenizer(self.tokenizer(), path)
+        return {"tokenizer.json": path}
+
     def probe_tasks(self) -> List[ProbeTask]:
         if self.data.probe == "none":
             return []

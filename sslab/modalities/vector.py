@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -51,3 +51,15 @@ class VectorModality(Modality):
                                   random_state=self.data_cfg.split_seed, stratify=self.y)
         mk = lambda ii: VectorDataset(self.X[ii], self.y[ii], with_labels=True, source=self.data_cfg.source)  # noqa: E731
         return [ProbeTask(self.data_cfg.source, "multiclass", mk(tr), mk(te))]
+
+    def input_pipeline(self) -> Dict[str, Any]:
+        """Rows of ``n_features`` raw values divided by ``scale`` (digits: the 0..16 pixel counts / 16)."""
+        d = self.data_cfg
+        columns = None
+        if d.source == "csv_vectors" and d.path:
+            import pandas as pd
+
+            columns = [c for c in pd.read_csv(d.path, nrows=1).columns if c != d.label_column]
+        return {"kind": "vector", "source": d.source, "n_features": int(self.X.shape[1]),
+                "scale": 16.0 if d.source == "digits" else 1.0, "columns": columns, "label_column": d.label_column}
+

@@ -168,6 +168,23 @@ class VisionModality(Modality):
         return [ProbeTask(name, "multiclass", ImageDataset(train, tf), ImageDataset(test, tf), collate_eval,
                           train.class_names or None)]
 
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """Image size and channels, intensity scaling and normalisation, the training images' size, the
+        evaluation transforms and the pooling (what ``EvalTransform`` + ``encoder.pool`` do in the probe)."""
+        d = self.dcfg
+        source_size = None
+        if d.source != "folder":  # folder images are resized by PIL at load time, whatever their size
+            source_size = list(load_split(d, "train", self.cfg.seed).images.shape[-2:])
+        pool = self.cfg.encoder.get("global_pool", "token")
+        return {"kind": "vision", "img_size": d.img_size, "channels": d.channels, "mean": d.mean, "std": d.std,
+                "source": d.source, "source_size": source_size,
+                "file_resize": "pil_bilinear" if d.source == "folder" else None,
+                "eval_transforms": [f"resize to {d.img_size}x{d.img_size} (bilinear, antialias) unless already",
+                                    f"channels -> {d.channels} (gray repeated / RGB averaged)",
+                                    f"(x - {d.mean}) / {d.std}"],
+                "pooling": f"timm pool ({'cls token' if pool == 'token' else pool}) + fc_norm"}
+
 
 # ----------------------------------------------------------------------------- elastic size probes
 

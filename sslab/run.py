@@ -128,7 +128,8 @@ def plot_probe(rows: List[Dict[str, Any]], out_png: Path) -> Path:
         vals = []
         for t in tasks:
             match = [r for r in full if r["task"] == t and r["encoder"] == enc]
-            vals.append(headline(match[0])[1] if match else 0.0)
+            val = headline(match[0])[1] if match else None
+            vals.append(0.0 if val is None else val)  # degenerate rows: no bar (table says why)
         ax.bar([i + j * width for i in range(len(tasks))], vals, width, label=enc)
     ax.set_xticks([i + width * (len(encs) - 1) / 2 for i in range(len(tasks))])
     ax.set_xticklabels(tasks, fontsize=8)

@@ -69,7 +69,7 @@ class ProbeConfig:
     label_fractions: List[float] = field(default_factory=lambda: [1.0])
     C: float = 1.0
     max_iter: int = 2000
-    class_weight: Optional[str] = None  # "balanced" for imbalanced labels
+    class_weight: Optional[str] = "balanced"  # class-balanced logistic regression; null or "none": off
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_standardize: bool = False  # z-score features with the train split's statistics before cosine kNN

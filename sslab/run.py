@@ -64,9 +64,10 @@ def _load_target(target: Union[str, Path], cfg: Optional[ExperimentConfig],
 
 
 def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg: ExperimentConfig,
-                   tasks: Optional[List[ProbeTask]] = None, progress: bool = True) -> List[Dict[str, Any]]:
+                   tasks: Optional[List[ProbeTask]] = None, progress: Optional[bool] = None) -> List[Dict[str, Any]]:
     """Linear probe (+ kNN for multiclass) of each named encoder on each probe task."""
     device = select_device(cfg.train.device)
+    progress = cfg.train.progress if progress is None else progress  # None: bars only on a terminal
     tasks = modality.probe_tasks() if tasks is None else tasks
     if not tasks:
         raise ValueError(f"modality {cfg.modality!r} defines no probe tasks for this data configuration")
@@ -96,7 +97,7 @@ def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg
 
 
 def probe(target: Union[str, Path], cfg: Optional[ExperimentConfig] = None, overrides: Sequence[str] = (),
-          out_dir: Optional[Union[str, Path]] = None, progress: bool = True) -> Dict[str, Any]:
+          out_dir: Optional[Union[str, Path]] = None, progress: Optional[bool] = None) -> Dict[str, Any]:
     """Probe a run (or exported encoder) beside the same encoder at random init; writes probe.json/.md/.png."""
     encoder, cfg, default_out = _load_target(target, cfg, overrides)
     out = Path(out_dir) if out_dir is not None else default_out

@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.probe:
         from sslab.modalities.vision import probe_sizes
 
-        result = probe_sizes(run, sizes=sizes, progress=not args.no_progress)
+        result = probe_sizes(run, sizes=sizes, progress=False if args.no_progress else None)
         print(result["table"])
         print(f"wrote {result['json']}, {result['png']}")
     return 0

@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--bases: unknown basis kind(s) {bad}; choose from {list(BASIS_KINDS)}")
     cfg = FeasibilityConfig(resolution=args.resolution, estimator=args.estimator, smoothing=args.smoothing,
                             bases=bases, num_topological=args.num_topological, alpha=args.alpha, seed=args.seed,
-                            progress=not args.quiet)
+                            progress=False if args.quiet else None)
     out = Path(args.out)
     report = analyse(args.pretrain, args.downstream, cfg, out, args.tu_root, args.max_graphs, plot=not args.no_plot)
     print(format_report(report))
@@ -124,5 +124,5 @@ def feasibility_command(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/feasibility", help="output folder for JSON and PNGs")
     parser.add_argument("--no-plot", action="store_true", help="skip the heatmap PNGs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (default: bars only on a terminal)")
     parser.set_defaults(func=_run)

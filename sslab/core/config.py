@@ -57,7 +57,7 @@ class TrainConfig:
     ckpt_every: int = 0  # 0: only at the end
     keep_last: int = 3
     tensorboard: bool = False
-    progress: bool = True
+    progress: Optional[bool] = None  # None: bars only when stderr is a terminal (sslab.core.progress)
     resume: bool = True  # continue from run_dir/checkpoints if present
     stop_after: Optional[int] = None  # leave after this many steps in this launch (checkpointed; relaunch resumes)
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from sslab.core.progress import show_progress
+
 from sslab.eval.graphon import (
     STAT_NAMES,
     Graphon,
@@ -57,7 +59,7 @@ class FeasibilityConfig:
     max_iter: int = 30  # alternating (T, lam) rounds per restart
     tol: float = 1e-9
     seed: int = 0
-    progress: bool = False
+    progress: Optional[bool] = None  # None: only on a terminal
 
 
 # ----------------------------------------------------------------------------------- simplex QP
@@ -159,10 +161,10 @@ def fit_generator(bases: Sequence[Graphon], target: Graphon, alpha: Optional[flo
 
 
 # ----------------------------------------------------------------------------------- bases
-def topology_features(graphs: Sequence[Data], name: str = "graphs", progress: bool = False) -> np.ndarray:
+def topology_features(graphs: Sequence[Data], name: str = "graphs", progress: Optional[bool] = None) -> np.ndarray:
     """[num_graphs, len(STAT_NAMES)] statistics used for topological bases."""
     return np.stack([graph_statistics(g, f"{name} graph {i}")
-                     for i, g in enumerate(tqdm(graphs, desc=f"stats {name}", disable=not progress, leave=False))])
+                     for i, g in enumerate(tqdm(graphs, desc=f"stats {name}", disable=not show_progress(progress), leave=False))])
 
 
 def build_bases(pretrain: Mapping[str, Sequence[Data]], cfg: FeasibilityConfig) -> List[Graphon]:
@@ -244,7 +246,7 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> Dict[str, float]:
     return {"rho": float(r.statistic), "p": float(r.pvalue), "n": len(x)}
 
 
-def feasibility_vs_gain(spec: Mapping[str, object], out_dir: str, progress: bool = True) -> Dict[str, object]:
+def feasibility_vs_gain(spec: Mapping[str, object], out_dir: str, progress: Optional[bool] = None) -> Dict[str, object]:
     """The W2PGNN validation (paper Sec. 5.2): for every (pretraining set, downstream set) pair measure the
     gain of pretraining (linear probe with k-fold CV, pretrained minus the same encoder at random init,
     averaged over seeds) and the feasibility score, then their Spearman rank correlation.

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
 from tqdm.auto import tqdm
 
+from sslab.core.progress import show_progress
 from sslab.datasets.graphs import GraphDataError
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def combine(bases: Sequence[Graphon], weights: Sequence[float], name: str = "gen
 
 
 def estimate_graphon(graphs: Sequence[Data], resolution: int = 32, estimator: str = "sas",
-                     smoothing: Optional[float] = None, name: str = "graphon", progress: bool = False,
+                     smoothing: Optional[float] = None, name: str = "graphon", progress: Optional[bool] = None,
                      **est_kwargs: float) -> Graphon:
     """Average degree-sorted step function of ``graphs`` at ``resolution`` bins per axis.
 
@@ -210,7 +211,7 @@ def estimate_graphon(graphs: Sequence[Data], resolution: int = 32, estimator: st
     est = ESTIMATORS[estimator]
     edge_acc = np.zeros((resolution, resolution))
     pair_acc = np.zeros((resolution, resolution))
-    for i, g in enumerate(tqdm(graphs, desc=f"graphon {name}", disable=not progress, leave=False)):
+    for i, g in enumerate(tqdm(graphs, desc=f"graphon {name}", disable=not show_progress(progress), leave=False)):
         a = adjacency(g, f"{name} graph {i}")
         e, pm = project(est(a, **est_kwargs), degree_order(a), resolution)
         edge_acc += e

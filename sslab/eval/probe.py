@@ -212,14 +212,15 @@ def knn_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_te
 def extract_features(embed: Callable[[Any], torch.Tensor], dataset: Dataset,
                      collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
                      device: torch.device = torch.device("cpu"), batch_size: int = 64,
-                     progress: bool = False, desc: str = "features") -> Tuple[np.ndarray, np.ndarray]:
+                     progress: Optional[bool] = None, desc: str = "features") -> Tuple[np.ndarray, np.ndarray]:
     """Run ``embed(inputs) -> [B, D]`` over a dataset of ``(inputs, label)`` pairs."""
     from sslab.core.data import move_to_device
+    from sslab.core.progress import show_progress
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or default_collate)
     feats, labels = [], []
     it = loader
-    if progress:
+    if show_progress(progress):
         from tqdm.auto import tqdm
 
         it = tqdm(loader, desc=desc, leave=False)

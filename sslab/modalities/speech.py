@@ -156,7 +156,7 @@ class SpeechModality(Modality):
                 log.info("speech data: %d clips from %s", len(items), src)
                 self._corpus = AudioDataset(items, sample_rate=d.sample_rate, max_seconds=d.max_seconds,
                                             min_seconds=d.min_seconds, on_bad=d.on_bad, validate=d.validate,
-                                            cache=d.cache, progress=len(items) > 200)
+                                            cache=d.cache, progress=self.cfg.train.progress if len(items) > 200 else False)
         return self._corpus
 
     def _labels(self, key: str) -> List[Optional[str]]:

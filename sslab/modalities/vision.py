@@ -177,7 +177,7 @@ def _param_count(encoder: Any) -> int:
 
 
 def probe_sizes(run: Any, sizes: Optional[List[Tuple[int, int]]] = None, cfg: Any = None,
-                progress: bool = True, out_dir: Any = None) -> Dict[str, Any]:
+                progress: Optional[bool] = None, out_dir: Any = None) -> Dict[str, Any]:
     """kNN + linear probe of every (width, depth) sub-network of an elastic run, each beside the same
     sub-network of the random-init model the run started from; one table, one plot (score vs params).
 

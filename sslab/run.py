@@ -28,6 +28,7 @@ def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
     """Build data, encoder and objective from ``cfg``, train, export the encoder; returns the run dir."""
     seed_everything(cfg.seed)
     modality = build_modality(cfg)
+    modality.check_probe_compatible()  # data.probe: refuse an input space the encoder cannot take, before training
     dataset, collate_fn = modality.pretrain_data()
     encoder = modality.build_encoder()
     objective = modality.build_objective(encoder)

@@ -101,7 +101,15 @@ class Modality:
                 return None
             cfg = copy.copy(self.cfg)
             cfg.data = merged
-            self._twin = type(self)(cfg)
+            try:
+                self._twin = type(self)(cfg)
+            except ValueError as err:  # ConfigError included: say it is the probe side
+                msg = f"data.probe (the probe data, merged over the pretraining data section): {err}"
+                try:
+                    wrapped: ValueError = type(err)(msg)
+                except Exception:  # an exception type with another constructor
+                    wrapped = ConfigError(msg)
+                raise wrapped from err
         return self._twin
 
     def check_probe_compatible(self) -> None:

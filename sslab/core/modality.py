@@ -69,8 +69,8 @@ def probe_data_dict(data: Mapping[str, Any], aliases: Mapping[str, str] = {},
     merged over it, or ``None`` when there is no ``data.probe``. ``path`` (and other ``*path`` keys) of the
     pretraining data are dropped when the probe names another ``source``: they locate the other data."""
     section = probe_section(data, aliases)
-    if not section:
-        return None
+    if all(data.get(k) == v for k, v in section.items()):
+        return None  # empty, or naming exactly the pretraining data
     base = {k: v for k, v in data.items() if k != "probe" and k not in aliases}
     if source_key in section and section[source_key] != data.get(source_key):
         base = {k: v for k, v in base.items() if not k.endswith("path")}

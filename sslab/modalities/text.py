@@ -253,7 +253,8 @@ class TextModality(Modality):
                 raise ConfigError(f"data.probe: {path} lacks column(s) {missing} (columns: {cols}); set "
                                   "data.probe.text_column / label_column")
         if self.probe_source == "ptbxl" and not (Path(p.shared_data) / "ecg" / "ptbxl").is_dir():
-            raise ConfigError(f"data.probe: no PTB-XL folder under {p.shared_data}/ecg/ptbxl (data.probe.shared_data)")
+            raise ConfigError(f"data.probe: no PTB-XL folder under {p.shared_data}/ecg/ptbxl for the ptbxl probe "
+                              "(set data.shared_data, or data.probe=none to pretrain without a probe)")
 
     def probe_tasks(self) -> List[ProbeTask]:
         if self.probe_source == "none":

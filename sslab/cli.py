@@ -23,7 +23,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     run_dir = pretrain(cfg)
     print(f"run directory: {run_dir}")
     if args.probe:
-        result = probe(run_dir, cfg=cfg, progress=cfg.train.progress)  # train.progress=false: no bars in logs
+        result = probe(run_dir, cfg=cfg)  # bars only on a terminal or with train.progress=true
         from sslab.eval.probe import format_table
 
         print(format_table(result["rows"]))

@@ -32,6 +32,7 @@ def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
 
     cfg.encoder = resolve_init_from(cfg.encoder)  # encoder.init_from: DIR -> DIR's architecture (+ its weights)
     modality = build_modality(cfg)
+    modality.check_probe_compatible()  # data.probe: refuse an input space the encoder cannot take, before training
     dataset, collate_fn = modality.pretrain_data()
     encoder = modality.build_encoder()
     objective = modality.build_objective(encoder)
@@ -91,9 +92,10 @@ def _load_target(target: Union[str, Path], cfg: Optional[ExperimentConfig],
 
 
 def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg: ExperimentConfig,
-                   tasks: Optional[List[ProbeTask]] = None, progress: bool = True) -> List[Dict[str, Any]]:
+                   tasks: Optional[List[ProbeTask]] = None, progress: Optional[bool] = None) -> List[Dict[str, Any]]:
     """Linear probe (+ kNN for multiclass) of each named encoder on each probe task."""
     device = select_device(cfg.train.device)
+    progress = cfg.train.progress if progress is None else progress  # None: bars only on a terminal
     tasks = modality.probe_tasks() if tasks is None else tasks
     if not tasks:
         raise ValueError(f"modality {cfg.modality!r} defines no probe tasks for this data configuration")
@@ -123,7 +125,7 @@ def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg
 
 
 def probe(target: Union[str, Path], cfg: Optional[ExperimentConfig] = None, overrides: Sequence[str] = (),
-          out_dir: Optional[Union[str, Path]] = None, progress: bool = True) -> Dict[str, Any]:
+          out_dir: Optional[Union[str, Path]] = None, progress: Optional[bool] = None) -> Dict[str, Any]:
     """Probe a run (or exported encoder) beside the same encoder at random init; writes probe.json/.md/.png."""
     encoder, cfg, default_out = _load_target(target, cfg, overrides)
     out = Path(out_dir) if out_dir is not None else default_out
@@ -167,7 +169,8 @@ def plot_probe(rows: List[Dict[str, Any]], out_png: Path) -> Path:
         vals = []
         for t in tasks:
             match = [r for r in full if r["task"] == t and r["encoder"] == enc]
-            vals.append(headline(match[0])[1] if match else 0.0)
+            val = headline(match[0])[1] if match else None
+            vals.append(0.0 if val is None else val)  # degenerate rows: no bar (table says why)
         ax.bar([i + j * width for i in range(len(tasks))], vals, width, label=enc)
     ax.set_xticks([i + width * (len(encs) - 1) / 2 for i in range(len(tasks))])
     ax.set_xticklabels(tasks, fontsize=8)

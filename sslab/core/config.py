@@ -59,7 +59,7 @@ class TrainConfig:
     ckpt_every: int = 0  # 0: only at the end
     keep_last: int = 3
     tensorboard: bool = False
-    progress: bool = True
+    progress: Optional[bool] = None  # None: bars only when stderr is a terminal (sslab.core.progress)
     # true: continue from run_dir/checkpoints if present (refused if the config changed in a way that alters
     # training, see sslab.core.rundir); "force": resume even then (logged, recorded in the run dir);
     # false: never resume (refused if the run dir already has checkpoints)
@@ -74,7 +74,7 @@ class ProbeConfig:
     label_fractions: List[float] = field(default_factory=lambda: [1.0])
     C: float = 1.0
     max_iter: int = 2000
-    class_weight: Optional[str] = None  # "balanced" for imbalanced labels
+    class_weight: Optional[str] = "balanced"  # class-balanced logistic regression; null or "none": off
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_standardize: bool = False  # z-score features with the train split's statistics before cosine kNN

@@ -424,7 +424,9 @@ class Trainer:
             return last
         batches = self._batches()
         bar = None
-        if self.is_main and self.tcfg.progress:
+        from sslab.core.progress import show_progress
+
+        if self.is_main and show_progress(self.tcfg.progress):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=self.step, desc=self.run_dir.name, unit="step",

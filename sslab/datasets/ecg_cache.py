@@ -107,7 +107,7 @@ class ECGRecordCache:
 
     def __init__(self, records: Sequence[PathLike], cache_dir: PathLike, leads: Optional[Sequence[str]],
                  fs: Optional[float], dtype: str = "float16", workers: int = 0, on_bad_record: str = "error",
-                 expected_fs: Optional[float] = None, progress: bool = True, chunk: int = 32) -> None:
+                 expected_fs: Optional[float] = None, progress: Optional[bool] = None, chunk: int = 32) -> None:
         if on_bad_record not in ("error", "skip"):
             raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
         if not records:
@@ -127,8 +127,10 @@ class ECGRecordCache:
     def _pool_map(self, fn, jobs: Iterable, total: int, desc: str):
         from tqdm.auto import tqdm
 
+        from sslab.core.progress import show_progress
+
         jobs = list(jobs)
-        bar = tqdm(total=total, desc=desc, disable=not self.progress, unit="rec")
+        bar = tqdm(total=total, desc=desc, disable=not show_progress(self.progress), unit="rec")
         if self.workers == 1 or len(jobs) == 1:
             for j in jobs:
                 res = fn(j)

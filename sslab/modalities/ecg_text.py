@@ -8,6 +8,11 @@
     on_empty_report: error | skip        blank / punctuation-only reports: raise or drop and count
     vocab_size, tokenizer_path           report tokenizer: trained on the training reports, or loaded
     zero_shot: {prompts: {class: [..]}, templates: ["{}", ..]}   class prompts (defaults per source)
+    probe: {source, path, ...}           transfer: the ECG probe data (synthetic | ptbxl) + data options
+
+Transfer (``data.probe``): the ECG tower is probed on other labelled records, read at the pretraining
+``fs``; another ``fs`` or ``crop_seconds``, a label-less source (wfdb) or a missing PTB-XL folder are refused
+before pretraining (:meth:`ECGTextModality.check_probe_compatible`). Zero-shot stays on the pretraining data.
 
 The objective section is MELP's (:class:`sslab.objectives.melp.MELP`) plus an optional
 ``mlm: {steps, batch_size, lr}`` further-pretraining step of the text encoder on the training reports.
@@ -109,6 +114,7 @@ class ECGTextDataConfig:
     probe_labels: List[str] = field(default_factory=lambda: ["rhythm", "morphology"])
     report_facts: List[str] = field(default_factory=lambda: list(DEFAULT_REPORT_FACTS))  # + "morphology" opt-in
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    probe: Dict[str, Any] = field(default_factory=dict)  # transfer: ECG probe data (source, path, options)
 
 
 class _Signals:
@@ -293,9 +299,27 @@ class ECGTextModality(Modality):
         return objective
 
     # ------------------------------------------------------------------ probes / zero-shot
+    def check_probe_compatible(self) -> None:
+        from sslab.modalities.ecg import check_signal_space
+
+        merged = self.probe_data_config()
+        if merged is None:
+            return
+        t = from_dict(ECGTextDataConfig, merged, path="data.probe")
+        check_signal_space(self.data, t, self.cfg.encoder)
+        if t.source == "wfdb":
+            raise ConfigError("data.probe.source: wfdb header reports carry no class labels to probe; use ptbxl "
+                              "or synthetic")
+        if t.source == "ptbxl" and not (Path(t.path) / "ptbxl_database.csv").is_file():
+            raise ConfigError(f"data.probe.path: {t.path or '(unset)'} is not a PTB-XL folder (no ptbxl_database.csv)")
+        self.probe_twin()
+
     def probe_tasks(self) -> List[ProbeTask]:
         from sslab.modalities.ecg import ECGProbeSet, collate_crops
 
+        twin = self.probe_twin()
+        if twin is not None:
+            return twin.probe_tasks()
         d = self.data
         stride = int(round(d.eval_stride_seconds * d.fs))
         if d.source == "synthetic":

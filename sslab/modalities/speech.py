@@ -12,6 +12,12 @@
     probe_tasks: [speaker, language]   language ID is dropped when a language has < 2 utterances
     probe_seconds: 2.0    probe items are non-overlapping chunks; the train/test split is by utterance
     probe_layer: null     hidden layer to embed (null: the encoder's ``layer``); probe_level utterance|frame
+    probe: {}             transfer: probe clips {source: shared|manifest|synthetic, path, ...} (keys as above)
+
+Transfer (``data.probe``): the probe clips are decoded and resampled to the pretraining ``sample_rate``.
+Refused before pretraining (:meth:`SpeechModality.check_probe_compatible`): a ``data.probe.sample_rate``
+other than the pretraining one, an unlabelled probe source (``folder``: no speaker/language), a missing
+manifest.
 
 Length bucketing: the pretraining dataset exposes ``lengths`` (samples per item after resampling and
 cropping, from the validation pass or the file headers; nothing is decoded for it), so
@@ -68,6 +74,7 @@ class SpeechDataConfig:
     probe_test_fraction: float = 0.34
     probe_layer: Optional[int] = None
     probe_level: str = "utterance"
+    probe: Dict[str, Any] = field(default_factory=dict)  # transfer: probe clips (source, path, options)
 
 
 def min_samples_for(frames: int, conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
@@ -182,7 +189,7 @@ class SpeechModality(Modality):
                 log.info("speech data: %d clips from %s", len(items), src)
                 self._corpus = AudioDataset(items, sample_rate=d.sample_rate, max_seconds=d.max_seconds,
                                             min_seconds=d.min_seconds, on_bad=d.on_bad, validate=d.validate,
-                                            cache=d.cache, progress=len(items) > 200)
+                                            cache=d.cache, progress=self.cfg.train.progress if len(items) > 200 else False)
         return self._corpus
 
     def _labels(self, key: str) -> List[Optional[str]]:
@@ -220,7 +227,26 @@ class SpeechModality(Modality):
         return out
 
     # ------------------------------------------------------------------ probes
+    def check_probe_compatible(self) -> None:
+        merged = self.probe_data_config()
+        if merged is None:
+            return
+        d, t = self.data, from_dict(SpeechDataConfig, merged, path="data.probe")
+        if t.sample_rate != d.sample_rate:
+            raise ConfigError(f"data.probe.sample_rate={t.sample_rate} differs from the pretraining data.sample_rate="
+                              f"{d.sample_rate}: the wav2vec2 feature encoder is tied to its rate; leave it unset and "
+                              "the probe clips are resampled")
+        if t.source == "folder":
+            raise ConfigError(f"data.probe.source=folder ({t.path}): a folder scan has no speaker/language labels to "
+                              "probe; use a manifest with speaker/language columns")
+        if t.source == "manifest" and not (t.path and Path(t.path).is_file()):
+            raise ConfigError(f"data.probe.path: manifest {t.path or '(unset)'} not found")
+        self.probe_twin()
+
     def probe_tasks(self) -> List[ProbeTask]:
+        twin = self.probe_twin()
+        if twin is not None:
+            return twin.probe_tasks()
         tasks = []
         for key in self.data.probe_tasks:
             task = self._chunk_task(key)

@@ -18,7 +18,7 @@ table (mean +- std over seeds, paired continued - base).
 Run (docs/speech.md has the measured table)::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/speech_czech_asr.py \\
-        --config experiments/speech/wav2vec2_czech.yaml --seeds 0 1 2 --base-steps 400
+        --config experiments/speech/wav2vec2_czech.yaml --seeds 0 1 2 --base-steps 300
     python benchmarks/speech_czech_asr.py --summarize runs/speech_czech/czech_asr.json
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ def pooled(frames: Sequence[torch.Tensor], with_std: bool = False) -> np.ndarray
 
 
 def run_seed(cfg_path: str, seed: int, args: argparse.Namespace, out: Path) -> List[Dict[str, Any]]:
-    common = [f"seed={seed}", f"output_dir={out}"]
+    common = [f"seed={seed}", f"output_dir={out}", *args.set]
     cont_cfg = load_experiment(cfg_path, common + [f"name=czech_continued_s{seed}"])
     base_cfg = load_experiment(cfg_path, common + [f"name=czech_base_s{seed}", "data.source=shared",
                                                    f"train.steps={args.base_steps}",
@@ -142,14 +142,15 @@ def run_seed(cfg_path: str, seed: int, args: argparse.Namespace, out: Path) -> L
             n = subsets[m]
             vocab = CharVocab.from_texts(lab_txt[:n])
             t0 = time.perf_counter()
-            res = train_ctc_probe(lab_feat[:n], lab_txt[:n], test_feat, test_txt, vocab, ctc.probe_epochs,
-                                  ctc.probe_lr, ctc.batch_size, seed)
+            res, head = train_ctc_probe(lab_feat[:n], lab_txt[:n], test_feat, test_txt, vocab, ctc.probe_epochs,
+                                        ctc.probe_lr, ctc.batch_size, seed, return_head=True)
             add(name, "ctc_probe", m, res, time.perf_counter() - t0)
             t0 = time.perf_counter()
             res = finetune_ctc(copy.deepcopy(enc), lab_front[:n], lab_txt[:n], test_front, test_txt, vocab,
-                               layer=-1, freeze_encoder=False, epochs=ctc.finetune_epochs, lr=ctc.finetune_lr,
-                               batch_size=ctc.batch_size, seed=seed, mask_time_prob=ctc.mask_time_prob,
-                               mask_time_length=ctc.mask_time_length)
+                               layer=ctc.layer, freeze_encoder=False, epochs=ctc.finetune_epochs, lr=ctc.finetune_lr,
+                               head_lr=ctc.finetune_head_lr, batch_size=ctc.batch_size, seed=seed,
+                               mask_time_prob=ctc.mask_time_prob, mask_time_length=ctc.mask_time_length,
+                               init_head=head if ctc.finetune_from_probe else None)
             add(name, "finetune", m, res, time.perf_counter() - t0)
     for r in rows:
         r.setdefault("timing", None)
@@ -204,7 +205,8 @@ def summarize(path: Path) -> str:
     timing = [r for r in rows if r["method"] == "timing"]
     if timing:
         lines += ["", "Timing (s) per seed: " + "; ".join(
-            f"seed {t['seed']}: " + ", ".join(f"{k} {v}" for k, v in t.items() if isinstance(v, float)) for t in timing),
+            f"seed {t['seed']}: " + ", ".join(f"{k} {v}" for k, v in t.items() if k.startswith(("pretrain", "decode", "features")))
+            for t in timing),
             f"Parameters: {timing[0]['params']}; test: {timing[0]['n_test_clips']} clips, {timing[0]['test_minutes']} min, "
             f"{len(timing[0]['test_levels'])} levels"]
     return "\n".join(lines)
@@ -214,9 +216,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="experiments/speech/wav2vec2_czech.yaml")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--base-steps", type=int, default=400)
+    p.add_argument("--base-steps", type=int, default=300)
     p.add_argument("--out", default="runs/speech_czech")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for both stages, e.g. train.steps=5 data.ctc.label_minutes=[1,2]")
     p.add_argument("--summarize", type=Path, default=None, help="print the table of an existing czech_asr.json")
     args = p.parse_args()
     if args.summarize:

@@ -45,7 +45,9 @@ class CTCConfig:
     probe_epochs: int = 40
     probe_lr: float = 3e-3
     finetune_epochs: int = 15
-    finetune_lr: float = 1e-3
+    finetune_lr: float = 1e-3  # encoder (transformer + feature projection)
+    finetune_head_lr: float = 1e-2  # the linear head
+    finetune_from_probe: bool = True  # start fine-tuning from the CTC probe's head (head-first, then all)
     batch_size: int = 8
     mask_time_prob: float = 0.05  # SpecAugment time masks during fine-tuning (HF Wav2Vec2 default)
     mask_time_length: int = 10
@@ -158,12 +160,19 @@ def prepare_targets(feats: Sequence[torch.Tensor], texts: Sequence[str], vocab: 
 
 def _fit(model: nn.Module, forward: Callable[[List[int], bool], Tuple[torch.Tensor, torch.Tensor]],
          ids: Sequence[Sequence[int]], epochs: int, lr: float, batch_size: int, seed: int,
-         weight_decay: float = 0.0) -> List[float]:
+         weight_decay: float = 0.0, lr_scales: Optional[Dict[str, float]] = None) -> List[float]:
     """AdamW + linear warmup (10%) / linear decay over ``epochs`` passes; CTC loss averaged over target
     lengths (PyTorch ``reduction='mean'``). ``forward(batch_indices, train) -> (log_probs [B, T, V],
-    frame lengths [B])``. Returns the mean loss per epoch."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    frame lengths [B])``; ``lr_scales`` maps a parameter-name prefix to an LR factor. Returns the mean
+    loss per epoch."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    groups: Dict[float, List[nn.Parameter]] = {}
+    for n, p in named:
+        scale = next((f for prefix, f in (lr_scales or {}).items() if n.startswith(prefix)), 1.0)
+        groups.setdefault(scale, []).append(p)
+    opt = torch.optim.AdamW([{"params": ps, "lr": lr * f} for f, ps in groups.items()], lr=lr,
+                            weight_decay=weight_decay)
     n = len(ids)
     steps = epochs * math.ceil(n / batch_size)
     warm = max(1, steps // 10)
@@ -215,9 +224,12 @@ def _evaluate(forward: Callable[[List[int], bool], Tuple[torch.Tensor, torch.Ten
 
 def train_ctc_probe(train_feats: Sequence[torch.Tensor], train_texts: Sequence[str],
                     test_feats: Sequence[torch.Tensor], test_texts: Sequence[str], vocab: CharVocab,
-                    epochs: int = 40, lr: float = 3e-3, batch_size: int = 8, seed: int = 0) -> Dict[str, Any]:
+                    epochs: int = 40, lr: float = 3e-3, batch_size: int = 8, seed: int = 0,
+                    return_head: bool = False) -> Any:
     """Linear CTC head over frozen frame features ``[T_i, D]`` (standardised with the training frames'
-    mean / std); CER / WER on the test clips by greedy decoding."""
+    mean / std); CER / WER on the test clips by greedy decoding. ``return_head=True`` returns
+    ``(result, head)`` with the standardisation folded into ``head`` (it maps raw features), the warm
+    start of :func:`finetune_ctc` (linear probing then fine-tuning, Kumar et al. 2022)."""
     keep, ids, dropped = prepare_targets(train_feats, train_texts, vocab)
     tr = [train_feats[i].float() for i in keep]
     cat = torch.cat(tr)
@@ -235,7 +247,13 @@ def train_ctc_probe(train_feats: Sequence[torch.Tensor], train_texts: Sequence[s
     result = _evaluate(run(list(test_feats)), len(test_feats), test_texts, vocab, 4 * batch_size)
     result.update({"n_train": len(keep), "n_dropped_short": dropped, "train_loss": history[-1],
                    "train_loss_first": history[0]})
-    return result
+    if not return_head:
+        return result
+    raw = nn.Linear(cat.shape[1], len(vocab))
+    with torch.no_grad():  # W((x - m) / s) + b = (W / s) x + (b - W (m / s))
+        raw.weight.copy_(head.weight / std)
+        raw.bias.copy_(head.bias - head.weight @ (mean / std))
+    return result, raw
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -317,13 +335,23 @@ def back_features(encoder: nn.Module, fronts: Sequence[torch.Tensor], layer: int
 def finetune_ctc(encoder: nn.Module, train_fronts: Sequence[torch.Tensor], train_texts: Sequence[str],
                  test_fronts: Sequence[torch.Tensor], test_texts: Sequence[str], vocab: CharVocab,
                  layer: int = -1, freeze_encoder: bool = False, epochs: int = 15, lr: float = 1e-3,
-                 batch_size: int = 8, seed: int = 0, mask_time_prob: float = 0.05,
-                 mask_time_length: int = 10) -> Dict[str, Any]:
-    """CTC fine-tuning of ``encoder`` (modified in place) from cached front features; CER / WER on test."""
+                 head_lr: Optional[float] = None, batch_size: int = 8, seed: int = 0,
+                 mask_time_prob: float = 0.05, mask_time_length: int = 10,
+                 init_head: Optional[nn.Linear] = None) -> Dict[str, Any]:
+    """CTC fine-tuning of ``encoder`` (modified in place) from cached front features; CER / WER on test.
+    ``lr`` for the encoder, ``head_lr`` (default ``lr``) for the linear head. ``init_head``: start from a
+    trained head (e.g. the CTC probe's, ``train_ctc_probe(..., return_head=True)``) instead of a fresh one —
+    the head-first stage of wav2vec 2.0 fine-tuning (fairseq ``freeze_finetune_updates``), which moves the
+    fine-tuning past CTC's all-blank plateau within a short budget."""
     keep, ids, dropped = prepare_targets(train_fronts, train_texts, vocab)
     tr = [train_fronts[i] for i in keep]
     torch.manual_seed(seed)
     model = CTCModel(encoder, len(vocab), layer, freeze_encoder, mask_time_prob, mask_time_length)
+    if init_head is not None:
+        if tuple(init_head.weight.shape) != tuple(model.head.weight.shape):
+            raise ValueError(f"init_head: weight shape {tuple(init_head.weight.shape)} != "
+                             f"{tuple(model.head.weight.shape)} (encoder dim x vocabulary)")
+        model.head.load_state_dict(init_head.state_dict())
 
     def run(fronts: Sequence[torch.Tensor]) -> Callable[[List[int], bool], Tuple[torch.Tensor, torch.Tensor]]:
         def forward(idx: List[int], train: bool) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -333,7 +361,9 @@ def finetune_ctc(encoder: nn.Module, train_fronts: Sequence[torch.Tensor], train
             return model.forward_front(x, mask), lengths
         return forward
 
-    history = _fit(model, run(tr), ids, epochs, lr, batch_size, seed, weight_decay=0.01)
+    head_lr = lr if head_lr is None else head_lr
+    history = _fit(model, run(tr), ids, epochs, head_lr, batch_size, seed, weight_decay=0.01,
+                   lr_scales={"encoder.": lr / head_lr})
     result = _evaluate(run(list(test_fronts)), len(test_fronts), test_texts, vocab, 4 * batch_size)
     result.update({"n_train": len(keep), "n_dropped_short": dropped, "train_loss": history[-1],
                    "train_loss_first": history[0], "freeze_encoder": freeze_encoder,

@@ -62,8 +62,11 @@ def test_ctc_probe_learns_a_tiny_synthetic_task() -> None:
     te_x, te_t = _synthetic(20, 1)
     vocab = CharVocab.from_texts(tr_t)
     untrained = train_ctc_probe(tr_x, tr_t, te_x, te_t, vocab, epochs=1, lr=1e-6, seed=0)
-    trained = train_ctc_probe(tr_x, tr_t, te_x, te_t, vocab, epochs=15, lr=3e-2, seed=0)
+    trained, head = train_ctc_probe(tr_x, tr_t, te_x, te_t, vocab, epochs=15, lr=3e-2, seed=0, return_head=True)
     assert untrained["cer"] > 0.5
+    # the returned head maps raw features (standardisation folded in): same decoding as the probe
+    hyps = [vocab.decode(greedy_decode(head(x)[None])[0]) for x in te_x]
+    assert error_rates(hyps, te_t)["cer"] == pytest.approx(trained["cer"])
     assert trained["cer"] < 0.1, trained
     assert trained["train_loss"] < trained["train_loss_first"]
     assert trained["n_train"] == 60 and trained["n_dropped_short"] == 0

@@ -40,7 +40,8 @@ from sslab.core.modality import build_modality
 from sslab.datasets.audio import AudioItem, load_audio, normalize_waveform
 from sslab.datasets.audio_transcribed import labelled_subset
 from sslab.encoders.wav2vec2 import Wav2Vec2Encoder
-from sslab.eval.ctc import CharVocab, back_features, finetune_ctc, floor_frames, front_features, train_ctc_probe
+from sslab.eval.ctc import (CharVocab, back_features, finetune_ctc, floor_frames, front_features, train_ctc_probe,
+                            trivial_references)
 from sslab.eval.probe import linear_probe
 from sslab.run import pretrain, seed_everything
 
@@ -155,7 +156,7 @@ def run_seed(cfg_path: str, seed: int, args: argparse.Namespace, out: Path) -> L
     for r in rows:
         r.setdefault("timing", None)
     rows.append({"seed": seed, "encoder": "-", "method": "timing", **{k: round(v, 1) for k, v in timing.items()},
-                 "n_test_clips": len(test_items), "test_minutes": round(sum(it.duration or 0 for it in test_items) / 60, 2),
+                 "trivial_cer": trivial_references(test_txt), "n_test_clips": len(test_items), "test_minutes": round(sum(it.duration or 0 for it in test_items) / 60, 2),
                  "test_levels": sorted({it.group for it in test_items}),
                  "params": {k: sum(p.numel() for p in e.parameters()) for k, e in encoders.items()}})
     return rows
@@ -207,6 +208,7 @@ def summarize(path: Path) -> str:
         lines += ["", "Timing (s) per seed: " + "; ".join(
             f"seed {t['seed']}: " + ", ".join(f"{k} {v}" for k, v in t.items() if k.startswith(("pretrain", "decode", "features")))
             for t in timing),
+            f"CER of hypotheses that recognise nothing (word count from the reference): {timing[0].get('trivial_cer')}",
             f"Parameters: {timing[0]['params']}; test: {timing[0]['n_test_clips']} clips, {timing[0]['test_minutes']} min, "
             f"{len(timing[0]['test_levels'])} levels"]
     return "\n".join(lines)

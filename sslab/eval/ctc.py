@@ -115,6 +115,16 @@ def error_rates(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
             "char_errors": int(char_err), "ref_chars": int(n_char)}
 
 
+def trivial_references(refs: Sequence[str]) -> Dict[str, float]:
+    """CER of hypotheses that recognise nothing, to read a CER table against: ``empty`` (1.0), and two
+    that are told the number of words of each reference (an oracle no model has): ``spaces`` (only
+    the word separators) and ``e_per_word`` (one ``e``, the most frequent Czech letter, per word)."""
+    norm = [normalize_transcript(r) for r in refs]
+    return {"empty": error_rates([""] * len(norm), norm)["cer"],
+            "spaces": error_rates([" " * r.count(" ") for r in norm], norm)["cer"],
+            "e_per_word": error_rates([" ".join("e" * len(r.split())) for r in norm], norm)["cer"]}
+
+
 def ctc_feasible(num_frames: int, target: Sequence[int]) -> bool:
     """A CTC path exists: frames >= labels + repeated neighbours (a blank must separate repeats)."""
     repeats = sum(1 for a, b in zip(target, target[1:]) if a == b)

@@ -6,7 +6,7 @@ import torch
 
 from sslab.encoders.wav2vec2 import Wav2Vec2Encoder, tiny_config
 from sslab.eval.ctc import (BLANK, CharVocab, CTCModel, ctc_feasible, error_rates, finetune_ctc, floor_frames,
-                            front_features, greedy_decode, train_ctc_probe)
+                            front_features, greedy_decode, train_ctc_probe, trivial_references)
 
 
 def test_vocabulary_from_normalised_training_transcripts() -> None:
@@ -37,6 +37,8 @@ def test_cer_and_wer_on_a_known_case() -> None:
     assert r["cer"] == pytest.approx(3 / 16) and r["wer"] == pytest.approx(2 / 4)
     assert error_rates(["", "x"], ["ab", "ab"])["cer"] == pytest.approx(4 / 4)
     assert error_rates(["ab cd ef"], ["ab"])["wer"] == pytest.approx(2.0)  # insertions count
+    # "Ano, pane!" -> "ano pane" (8 chars): spaces-only hypothesis " " = 7 deletions; "e e" = 6 errors
+    assert trivial_references(["Ano, pane!"]) == pytest.approx({"empty": 1.0, "spaces": 7 / 8, "e_per_word": 6 / 8})
 
 
 def _synthetic(n: int, seed: int) -> tuple:

@@ -44,12 +44,15 @@ class AudioFileError(ValueError):
 
 @dataclass(frozen=True)
 class AudioItem:
-    """One utterance of a corpus. ``duration`` is in seconds (``None`` until known)."""
+    """One utterance of a corpus. ``duration`` is in seconds (``None`` until known); ``text`` is the
+    transcript (``None``: untranscribed, pretraining only); ``group`` is the split unit (e.g. game level)."""
 
     path: Path
     language: Optional[str] = None
     speaker: Optional[str] = None
     duration: Optional[float] = None
+    text: Optional[str] = None
+    group: Optional[str] = None
 
 
 # --------------------------------------------------------------------------- decoding

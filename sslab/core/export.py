@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from sslab.core.errors import UserError
 from sslab.core.io import atomic_write, atomic_write_text
 from sslab.core.registry import ENCODERS
 
@@ -32,7 +33,7 @@ CARD = "README.md"
 FORMAT_VERSION = 2
 
 
-class EncoderLoadError(RuntimeError):
+class EncoderLoadError(UserError, RuntimeError):
     """An exported encoder folder whose weights do not match its spec (missing / unexpected keys)."""
 
 

@@ -21,12 +21,13 @@ from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Unio
 import torch
 from torch import nn
 
+from sslab.core.errors import UserError
 from sslab.core.registry import PIPELINES
 
 PathLike = Union[str, Path]
 
 
-class InputMismatch(ValueError):
+class InputMismatch(UserError, ValueError):
     """Raw input that does not match the encoder's input pipeline; the message says what was expected."""
 
 

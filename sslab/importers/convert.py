@@ -11,10 +11,12 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
+from sslab.core.errors import UserError
+
 PathLike = Union[str, Path]
 
 
-class CheckpointImportError(ValueError):
+class CheckpointImportError(UserError, ValueError):
     """A checkpoint that cannot be converted; the message names the file and the keys."""
 
 

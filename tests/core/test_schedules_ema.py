@@ -56,7 +56,7 @@ def test_bf16_autocast_runs_on_cpu_when_asked(tmp_path):
     cfg = make_cfg(tmp_path / "r", ["train.steps=3", "train.batch_size=16", "train.precision=bf16"])
     metrics = Trainer(make_objective(), RegressionData(), None, cfg, tmp_path / "r").fit()
     assert metrics["loss"] > 0
-    with pytest.raises(ValueError, match="train.precision must be one of"):
+    with pytest.raises(ValueError, match="train.precision: must be auto, bf16 or fp32"):
         Trainer(make_objective(), RegressionData(), None,
                 make_cfg(tmp_path / "q", ["train.precision=fp8"]), tmp_path / "q")
 

@@ -68,7 +68,7 @@ def test_pretrain_probe_and_average_switchlora(tmp_path: Path, shared_data: Path
     assert sum(m.get("switched", 0) for m in metrics) > 0  # SwitchLoRA switched through on_step_end
     res = probe(run, progress=False)
     encs = {r["encoder"] for r in res["rows"]}
-    assert encs == {"pretrained", "random_init"}
+    assert encs == {"pretrained", "random_init", "floor:tfidf"}  # + the TF-IDF classical floor
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in res["rows"])
     # sslab average over the 3 kept checkpoints equals the hand-computed mean of their encoder weights
     assert main(["average", str(run), "--last", "3"]) == 0

@@ -21,7 +21,8 @@ reproduces the original's losses and weights on the shared fixture, so the ratio
 **sslab side.** ``vit1d`` + ``jepa`` in the reference configuration, trained by sslab's ``Trainer.train_step``
 (schedules, non-finite check, logging scalars, AdamW with sslab's parameter groups, EMA), ``clip_grad`` off as in
 the reference.  Steps alternate (reference, sslab, reference, ...) in one process so that machine load hits both;
-the ratio is of the medians.  FLOPs of one step come from ``torch.utils.flop_counter.FlopCounterMode``.
+the ratio is of the medians, of wall-clock time and of the process's CPU time (``time.process_time``: with one
+thread the time the step actually ran, robust to other jobs preempting it on a shared machine).  FLOPs of one step come from ``torch.utils.flop_counter.FlopCounterMode``.
 """
 from __future__ import annotations
 
@@ -255,25 +256,28 @@ def main() -> None:
         if not args.sslab_only:
             step_flops(lambda: ref_step(batches[0]))  # keep both models at the same step count
         times: Dict[str, List[float]] = {k: [] for k in sides}
+        cpu: Dict[str, List[float]] = {k: [] for k in sides}
         for r in range(args.rounds + 2):
             for name, fn in sides.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 fn(batches[r % len(batches)])
                 if r >= 2:
                     times[name].append(time.perf_counter() - t)
+                    cpu[name].append(time.process_time() - c)
     n_params = sum(p.numel() for p in obj.encoder.parameters())
     print(f"ECG-JEPA step: batch {args.batch}, 12 x {args.samples} samples, patch {args.patch} ({n} patches, "
           f"{args.keep} kept), encoder {args.dim}/{args.depth}/{args.heads} ({n_params / 1e6:.2f}M), predictor "
           f"{args.pred_dim}/{args.depth}/{args.heads}, fp32, CPU, {args.threads} thread(s), {args.rounds} rounds")
     print(f"FLOPs per step (FlopCounterMode, sslab): {flops / 1e9:.1f} GFLOP")
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for name, t in med.items():
-        spread = f"min {min(times[name]) * 1e3:.0f} / max {max(times[name]) * 1e3:.0f}"
-        print(f"{name:>9}: {t * 1e3:8.1f} ms/step (median; {spread})  {flops / t / 1e9:6.1f} GFLOP/s")
-    if "reference" in med:
-        ratios = [a / b for a, b in zip(times["reference"], times["sslab"])]
-        print(f"speed-up sslab vs reference: {med['reference'] / med['sslab']:.2f}x (ratio of medians; "
-              f"per-round ratios {min(ratios):.2f}-{max(ratios):.2f})")
+    for label, data in (("wall", times), ("CPU", cpu)):
+        med = {k: statistics.median(v) for k, v in data.items()}
+        for name, t in med.items():
+            spread = f"min {min(data[name]) * 1e3:.0f} / max {max(data[name]) * 1e3:.0f}"
+            print(f"{name:>9} {label:>4}: {t * 1e3:8.1f} ms/step (median; {spread})  {flops / t / 1e9:6.1f} GFLOP/s")
+        if "reference" in med:
+            ratios = [a / b for a, b in zip(data["reference"], data["sslab"])]
+            print(f"speed-up sslab vs reference ({label} time): {med['reference'] / med['sslab']:.2f}x "
+                  f"(ratio of medians; per-round ratios {min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":

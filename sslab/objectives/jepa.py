@@ -30,11 +30,19 @@ from torch import nn
 from sslab.core.ema import EMATeacher, momentum_schedule
 from sslab.core.registry import OBJECTIVES
 from sslab.encoders.blocks import Block
+from sslab.encoders.onednn_linear import Linear
 
 TARGET_NORMS = ("layer", "batch_layer", "none")
 EMA_AT = ("step_end", "forward")
 EXPORTS = {"target": "target.module.", "context": "encoder."}
 LOSSES = {"l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
+
+
+def _var0(x: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance over dim 0 of ``x`` ``[B, ...]``, flattened -> ``[prod(...)]`` (= ``x.var(0).flatten()``,
+    ~25x faster on CPU: torch's strided reduction over the outer dim is slow)."""
+    x2 = x.float().reshape(x.shape[0], -1)
+    return (x2 - x2.mean(0)).square_().sum(0) / max(x.shape[0] - 1, 1)
 
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -49,13 +57,13 @@ class JEPAPredictor(nn.Module):
                  norm_eps: Optional[float] = None) -> None:
         super().__init__()
         self.dim = dim
-        self.embed = nn.Linear(in_dim, dim, bias=bias)
+        self.embed = Linear(in_dim, dim, bias=bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.zeros(1, num_patches, dim)) if num_patches else None
         eps = 1e-6 if norm_eps is None else norm_eps
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, bias, qkv_bias, eps) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-5 if norm_eps is None else norm_eps, bias=bias)
-        self.proj = nn.Linear(dim, in_dim, bias=bias)
+        self.proj = Linear(dim, in_dim, bias=bias)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         if self.pos is not None:
             nn.init.trunc_normal_(self.pos, std=0.02)
@@ -179,8 +187,7 @@ class JEPA(nn.Module):
             if self.diagnostics:
                 # collapse diagnostic: share of the target's variance that differs between samples (not just
                 # between positions); ~0 means every record gets the same features, whatever the loss says
-                hf = h.float()
-                out["target_sample_var"] = hf.var(dim=0).mean() / hf.flatten(0, 1).var(dim=0).mean().clamp_min(1e-12)
+                out["target_sample_var"] = _var0(h).mean() / _var0(h.flatten(0, 1)).mean().clamp_min(1e-12)
             if self.target_norm == "batch_layer":
                 h = h - h.mean(dim=0, keepdim=True)
             if self.target_norm != "none":
@@ -191,7 +198,7 @@ class JEPA(nn.Module):
         pred = self.predictor(ctx, ctx_idx, tgt_idx, pos)
         out["loss"] = self.loss_fn(pred.float(), h.float())
         if self.diagnostics:
-            out["target_std"] = h.float().std(dim=0).mean().detach()
+            out["target_std"] = _var0(h).sqrt_().mean()
         out["context_frac"] = ctx_idx.shape[1] / (ctx_idx.shape[1] + tgt_idx.shape[1])
         return out
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 _AVAILABLE: Optional[bool] = None
+_PLAIN = (torch.Tensor, nn.Parameter)
 
 
 def onednn_available() -> bool:
@@ -73,6 +74,8 @@ class _OneDNNLinearFn(torch.autograd.Function):
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32 or x.dim() < 2:
+        return False
+    if not (type(x) in _PLAIN and type(weight) in _PLAIN):  # DTensor, fake/functional tensors
         return False
     if torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
         return False

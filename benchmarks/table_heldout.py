@@ -106,7 +106,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
 
     methods = [k for k in results[0] if "/" in k]
-    keys = list(results[0][methods[0]])
+    keys = list(dict.fromkeys(k for r in results for m in methods for k in r[m] if k != "degenerate"))
     lines = [f"held-out table: {train_t.name} ({len(train_t)} train / {len(test_t)} test rows), "
              f"pretrained on {cfg.data['pretrain']} for {cfg.train.steps} steps "
              f"(loss {np.mean(losses[:3]):.3f} -> {np.mean(losses[-3:]):.3f}, {t_pre}), split seed "
@@ -116,9 +116,11 @@ def main() -> None:
         rows = [r for r in results if r["fraction"] == frac]
         for m in methods:
             cells = []
+            bad = sum("degenerate" in r[m] for r in rows)  # constant scores: not a number (table_metrics)
             for k in keys:
-                v = np.array([r[m][k] for r in rows])
-                cells.append(f"{v.mean():.3f} ± {v.std():.3f}")
+                v = np.array([r[m][k] for r in rows if k in r[m]])
+                cell = f"{v.mean():.3f} ± {v.std():.3f}" if len(v) else "degenerate"
+                cells.append(cell + (f" ({bad}/{len(rows)} seeds degenerate)" if bad and len(v) else ""))
             lines.append(f"| {frac:.0%} (n={rows[0]['n_train']}) | {m} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from sslab.core.export import load_encoder, save_encoder  # noqa: E402
+from sslab.core.export import EncoderLoadError, load_encoder, save_encoder  # noqa: E402
+from sslab.core.pipeline import InputMismatch  # noqa: E402
 
-__all__ = ["load_encoder", "save_encoder", "__version__"]
+__all__ = ["load_encoder", "save_encoder", "EncoderLoadError", "InputMismatch", "__version__"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from sslab.core import distributed as dist_utils
+from sslab.core.errors import UserError, is_disk_full
 from sslab.core.registry import ALL_REGISTRIES, COMMANDS
 
 
@@ -22,7 +23,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     run_dir = pretrain(cfg)
     print(f"run directory: {run_dir}")
     if args.probe:
-        result = probe(run_dir, cfg=cfg, progress=cfg.train.progress)  # train.progress=false: no bars in logs
+        result = probe(run_dir, cfg=cfg)  # bars only on a terminal or with train.progress=true
         from sslab.eval.probe import format_table
 
         print(format_table(result["rows"]))
@@ -126,11 +127,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = int(args.func(args) or 0)
         dist_utils.cleanup()  # under torchrun: tear the group down before exit (only on success, as a
         return code           # destroy while a failed peer is mid-collective would hang)
-    except (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError) as err:
-        if os.environ.get("SSLAB_DEBUG"):
+    except KeyboardInterrupt:
+        print(f"sslab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 -- one line per error; SSLAB_DEBUG=1 shows the traceback
+        if os.environ.get("SSLAB_DEBUG", "") not in ("", "0"):
             raise
-        print(f"sslab {args.command}: error: {err}", file=sys.stderr)
+        code = exit_code(err)
+        message = " ".join(str(err).split()) or type(err).__name__
+        if code == 1:
+            message = f"unexpected {type(err).__name__}: {message} (rerun with SSLAB_DEBUG=1 for the traceback)"
+        print(f"sslab {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+# bad input by convention even when raised outside sslab's own error classes (a missing file, a bad value)
+USER_ERROR_TYPES = (UserError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def exit_code(err: BaseException) -> int:
+    """2 for an error the user can fix (:class:`~sslab.core.errors.UserError`, bad values, missing files,
+    a full disk), 1 for an unexpected failure."""
+    if isinstance(err, USER_ERROR_TYPES) or is_disk_full(err):
         return 2
+    return 1
 
 
 if __name__ == "__main__":

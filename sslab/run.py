@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 
 from sslab.core import distributed as dist_utils
-from sslab.core.config import ExperimentConfig, load_experiment, save_experiment
+from sslab.core.config import ExperimentConfig, load_experiment
 from sslab.core.export import build_encoder, load_encoder, save_encoder
 from sslab.core.io import atomic_write_text
 from sslab.core.modality import Modality, ProbeTask, build_modality
@@ -27,26 +28,53 @@ def seed_everything(seed: int) -> None:
 def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
     """Build data, encoder and objective from ``cfg``, train, export the encoder; returns the run dir."""
     seed_everything(cfg.seed)
+    from sslab.core.export import resolve_init_from
+
+    cfg.encoder = resolve_init_from(cfg.encoder)  # encoder.init_from: DIR -> DIR's architecture (+ its weights)
     modality = build_modality(cfg)
+    modality.check_probe_compatible()  # data.probe: refuse an input space the encoder cannot take, before training
     dataset, collate_fn = modality.pretrain_data()
     encoder = modality.build_encoder()
     objective = modality.build_objective(encoder)
     run_dir = cfg.run_dir
     trainer = Trainer(objective, dataset, collate_fn, cfg, run_dir, hooks=hooks)
-    if trainer.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_experiment(cfg, run_dir / "config.yaml")
-    trainer.fit()
-    state, _ = trainer._model_and_optim_state()
-    if trainer.is_main:
-        prefix = getattr(objective, "export_prefix", "encoder.")  # e.g. JEPA exports its EMA target encoder
-        enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
-                     extra={"modality": cfg.modality, "steps": cfg.train.steps})
-        if hasattr(modality, "after_pretrain"):  # e.g. speech writes a HF-format folder
-            modality.after_pretrain(objective, run_dir)
-    dist_utils.barrier()
+    # rank 0 holds the run-directory lock from the config check (in fit) through the export
+    with trainer.hold_run_dir():
+        trainer.fit()  # also checks the config against a resumed run's config.yaml and saves it
+        state, _ = trainer._model_and_optim_state()
+        if trainer.is_main:
+            prefix = getattr(objective, "export_prefix", "encoder.")  # e.g. JEPA exports its EMA target encoder
+            enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            prov = run_provenance(cfg, dataset)
+            try:
+                pipeline, files = modality.input_pipeline(), modality.pipeline_files()
+            except Exception as err:  # never lose a trained encoder over its description; say so in the folder
+                warnings.warn(f"encoder export without an input pipeline: {type(err).__name__}: {err}")
+                pipeline, files = {}, {}
+                prov["pipeline_error"] = f"{type(err).__name__}: {err}"
+            save_encoder(objective.encoder, run_dir / "encoder", state_dict=enc_state or None,
+                         extra={"modality": cfg.modality, "steps": cfg.train.steps},
+                         pipeline=pipeline, files=files, provenance=prov)
+            if hasattr(modality, "after_pretrain"):  # e.g. speech writes a HF-format folder
+                modality.after_pretrain(objective, run_dir)
+        dist_utils.barrier()
     return run_dir
+
+
+def run_provenance(cfg: ExperimentConfig, dataset: Any) -> Dict[str, Any]:
+    """Provenance of a pretraining run for ``encoder.json``: resolved config, data source, record count."""
+    from sslab.core.config import to_dict
+    from sslab.core.export import provenance
+
+    d = cfg.data
+    source = {k: d[k] for k in ("source", "sources", "pretrain", "path") if k in d}
+    data: Dict[str, Any] = {"modality": cfg.modality, **source}
+    try:
+        data["pretraining_items"] = len(dataset)
+    except TypeError:
+        pass
+    return provenance(config=to_dict(cfg), data=data, steps=cfg.train.steps,
+                      batch_size=cfg.train.batch_size, seed=cfg.seed)
 
 
 def _load_target(target: Union[str, Path], cfg: Optional[ExperimentConfig],
@@ -64,9 +92,10 @@ def _load_target(target: Union[str, Path], cfg: Optional[ExperimentConfig],
 
 
 def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg: ExperimentConfig,
-                   tasks: Optional[List[ProbeTask]] = None, progress: bool = True) -> List[Dict[str, Any]]:
+                   tasks: Optional[List[ProbeTask]] = None, progress: Optional[bool] = None) -> List[Dict[str, Any]]:
     """Linear probe (+ kNN for multiclass) of each named encoder on each probe task."""
     device = select_device(cfg.train.device)
+    progress = cfg.train.progress if progress is None else progress  # None: bars only on a terminal
     tasks = modality.probe_tasks() if tasks is None else tasks
     if not tasks:
         raise ValueError(f"modality {cfg.modality!r} defines no probe tasks for this data configuration")
@@ -96,7 +125,7 @@ def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg
 
 
 def probe(target: Union[str, Path], cfg: Optional[ExperimentConfig] = None, overrides: Sequence[str] = (),
-          out_dir: Optional[Union[str, Path]] = None, progress: bool = True) -> Dict[str, Any]:
+          out_dir: Optional[Union[str, Path]] = None, progress: Optional[bool] = None) -> Dict[str, Any]:
     """Probe a run (or exported encoder) beside the same encoder at random init; writes probe.json/.md/.png."""
     encoder, cfg, default_out = _load_target(target, cfg, overrides)
     out = Path(out_dir) if out_dir is not None else default_out
@@ -111,7 +140,19 @@ def probe(target: Union[str, Path], cfg: Optional[ExperimentConfig] = None, over
     atomic_write_text(out / "probe.json", json.dumps(result, indent=2))
     atomic_write_text(out / "probe.md", format_table(rows) + "\n")
     plot_probe(rows, out / "probe.png")
+    _record_probe_in_encoder(target, rows)
     return result
+
+
+def _record_probe_in_encoder(target: Union[str, Path], rows: List[Dict[str, Any]]) -> None:
+    """Add the probe table to the probed encoder folder's ``encoder.json`` and model card (issue 14)."""
+    from sslab.core.export import encoder_folder, record_probe
+
+    try:
+        folder = encoder_folder(target)
+    except FileNotFoundError:
+        return
+    record_probe(folder, rows, format_table(rows))
 
 
 def plot_probe(rows: List[Dict[str, Any]], out_png: Path) -> Path:
@@ -128,7 +169,8 @@ def plot_probe(rows: List[Dict[str, Any]], out_png: Path) -> Path:
         vals = []
         for t in tasks:
             match = [r for r in full if r["task"] == t and r["encoder"] == enc]
-            vals.append(headline(match[0])[1] if match else 0.0)
+            val = headline(match[0])[1] if match else None
+            vals.append(0.0 if val is None else val)  # degenerate rows: no bar (table says why)
         ax.bar([i + j * width for i in range(len(tasks))], vals, width, label=enc)
     ax.set_xticks([i + width * (len(encs) - 1) / 2 for i in range(len(tasks))])
     ax.set_xticklabels(tasks, fontsize=8)

@@ -86,6 +86,13 @@ def _load_cfg(experiment: str, overrides: List[str]):
     return load_experiment(ROOT / experiment, overrides)
 
 
+def _objective_spec(experiment: str) -> tuple:
+    """The shipped experiment's config and its objective section without ``name`` (and MELP's ``mlm`` step)."""
+    cfg = _load_cfg(experiment, [])
+    spec = {k: v for k, v in cfg.objective.items() if k not in ("name", "mlm")}
+    return cfg, spec
+
+
 def _to(batch: Any, device: torch.device) -> Any:
     from sslab.core.data import move_to_device
 
@@ -138,10 +145,7 @@ def build_melp(args: argparse.Namespace, device: torch.device) -> Built:
     from sslab.core.registry import OBJECTIVES
     from sslab.core.export import build_encoder
 
-    cfg = _load_cfg("experiments/ecg_text/melp.yaml", [])
-    spec = dict(cfg.objective)
-    spec.pop("name")
-    spec.pop("mlm", None)
+    cfg, spec = _objective_spec("experiments/ecg_text/melp.yaml")
     batch, L, vocab, fs = (4, 24, 200, 100) if args.smoke else (128, 96, 3000, 100)
     enc_spec = dict(cfg.encoder)
     if args.smoke:
@@ -171,9 +175,7 @@ def build_wav2vec2(args: argparse.Namespace, device: torch.device) -> Built:
     from sslab.encoders.wav2vec2 import Wav2Vec2Encoder, tiny_config
     from sslab.core.registry import OBJECTIVES
 
-    cfg = _load_cfg("experiments/speech/wav2vec2_continue.yaml", [])
-    spec = dict(cfg.objective)
-    spec.pop("name")
+    cfg, spec = _objective_spec("experiments/speech/wav2vec2_continue.yaml")
     batch, seconds = (2, 1.0) if args.smoke else (16, 10.0)
     torch.manual_seed(0)
     encoder = Wav2Vec2Encoder(config=tiny_config() if args.smoke else {})  # {} = HF defaults = wav2vec 2.0 BASE
@@ -191,9 +193,7 @@ def build_poa(args: argparse.Namespace, device: torch.device) -> Built:
     from sslab.core.export import build_encoder
     from sslab.core.registry import OBJECTIVES
 
-    cfg = _load_cfg("experiments/vision/poa.yaml", [])
-    spec = dict(cfg.objective)
-    spec.pop("name")
+    cfg, spec = _objective_spec("experiments/vision/poa.yaml")
     img, local, batch, n_local = (32, 16, 4, 2) if args.smoke else (224, 96, 64, 4)
     torch.manual_seed(0)
     if args.smoke:  # the shipped file's tiny ViT (widths 16-64, depths 2-4) at 32 px
@@ -574,12 +574,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--compile-steps", type=int, default=None, help="steps eager and compiled (default 6; smoke 2)")
     ap.add_argument("--compile-backend", default=None,
                     help="torch.compile backend (default inductor; smoke: eager, i.e. Dynamo tracing without codegen)")
-    ap.add_argument("--budget-s", type=float, default=300.0, help="skip compile checks after this many seconds")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip compile checks after this many seconds (default 300; smoke: never)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="where MUTAG etc. live")
     args = ap.parse_args(argv)
     args.steps = args.steps or (2 if args.smoke else 10)
     args.warmup = args.warmup or (1 if args.smoke else 3)
     args.compile_steps = args.compile_steps or (2 if args.smoke else 6)
+    args.budget_s = args.budget_s if args.budget_s is not None else (float("inf") if args.smoke else 300.0)
     args.compile_backend = args.compile_backend or ("eager" if args.smoke else "inductor")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type != "cuda" and not args.smoke:

@@ -35,7 +35,7 @@ def analyse(pretrain: Sequence[str], downstream: Sequence[str], cfg: Any, out_di
             tu_root: Optional[str] = None, max_graphs: Optional[int] = None, plot: bool = True) -> Dict[str, Any]:
     """Run the analysis; returns the JSON-able report (also written to ``out_dir/feasibility.json``)."""
     from sslab.datasets.graphs_sources import load_graph_source
-    from sslab.eval.feasibility import feasibility, rank_pretraining_sets
+    from sslab.eval.feasibility import GraphonCache, feasibility, rank_pretraining_sets
     from sslab.eval.graphon import estimate_graphon, plot_graphons
 
     if not pretrain or not downstream:
@@ -45,13 +45,14 @@ def analyse(pretrain: Sequence[str], downstream: Sequence[str], cfg: Any, out_di
         gs = load_graph_source(spec, tu_root)
         sets[gs.name if gs.name not in sets else spec] = _subsample(gs.graphs, max_graphs, cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    cache = GraphonCache()  # per-dataset statistics / bases / graphons, shared by every pair
     report: Dict[str, Any] = {"pretrain": {k: len(v) for k, v in sets.items()}, "config": None, "downstream": {}}
     for spec in downstream:
         t0 = time.perf_counter()
         ds = load_graph_source(spec, tu_root)
         down = _subsample(ds.graphs, max_graphs, cfg.seed)
-        res, bases, target, best = feasibility(sets, down, cfg, return_graphons=True)
-        ranking = rank_pretraining_sets(sets, down, cfg) if len(sets) > 1 else [(next(iter(sets)), res)]
+        res, bases, target, best = feasibility(sets, down, cfg, return_graphons=True, cache=cache)
+        ranking = rank_pretraining_sets(sets, down, cfg, cache) if len(sets) > 1 else [(next(iter(sets)), res)]
         entry: Dict[str, Any] = {
             "num_graphs": len(down),
             "feasibility": res.feasibility, "distance": res.distance, "weights": res.weights,
@@ -93,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--bases: unknown basis kind(s) {bad}; choose from {list(BASIS_KINDS)}")
     cfg = FeasibilityConfig(resolution=args.resolution, estimator=args.estimator, smoothing=args.smoothing,
                             bases=bases, num_topological=args.num_topological, alpha=args.alpha, seed=args.seed,
-                            progress=not args.quiet)
+                            progress=False if args.quiet else None)
     out = Path(args.out)
     report = analyse(args.pretrain, args.downstream, cfg, out, args.tu_root, args.max_graphs, plot=not args.no_plot)
     print(format_report(report))
@@ -124,5 +125,5 @@ def feasibility_command(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/feasibility", help="output folder for JSON and PNGs")
     parser.add_argument("--no-plot", action="store_true", help="skip the heatmap PNGs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (default: bars only on a terminal)")
     parser.set_defaults(func=_run)

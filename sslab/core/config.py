@@ -16,10 +16,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 import yaml
 
+from sslab.core.errors import UserError
+
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the dotted key."""
 
 
@@ -57,8 +59,11 @@ class TrainConfig:
     ckpt_every: int = 0  # 0: only at the end
     keep_last: int = 3
     tensorboard: bool = False
-    progress: bool = True
-    resume: bool = True  # continue from run_dir/checkpoints if present
+    progress: Optional[bool] = None  # None: bars only when stderr is a terminal (sslab.core.progress)
+    # true: continue from run_dir/checkpoints if present (refused if the config changed in a way that alters
+    # training, see sslab.core.rundir); "force": resume even then (logged, recorded in the run dir);
+    # false: never resume (refused if the run dir already has checkpoints)
+    resume: Union[bool, str] = True
     stop_after: Optional[int] = None  # leave after this many steps in this launch (checkpointed; relaunch resumes)
 
 
@@ -69,7 +74,7 @@ class ProbeConfig:
     label_fractions: List[float] = field(default_factory=lambda: [1.0])
     C: float = 1.0
     max_iter: int = 2000
-    class_weight: Optional[str] = None  # "balanced" for imbalanced labels
+    class_weight: Optional[str] = "balanced"  # class-balanced logistic regression; null or "none": off
     knn_k: int = 20
     knn_temperature: float = 0.07
     knn_standardize: bool = False  # z-score features with the train split's statistics before cosine kNN
@@ -269,7 +274,48 @@ def load_experiment(path: Optional[Union[str, Path]] = None, overrides: Sequence
     if path is not None:
         data.update(load_yaml(path))
     data = apply_overrides(data, overrides)
-    return from_dict(ExperimentConfig, data)
+    return validate_experiment(from_dict(ExperimentConfig, data))
+
+
+def _check(ok: bool, key: str, value: Any, need: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {need}, got {value!r}")
+
+
+def _finite(x: float) -> bool:
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+def validate_experiment(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Range checks of the ``train`` and ``optim`` sections; each failure names its key.
+
+    Types are checked by :func:`from_dict`; this catches values of the right type that make no sense
+    (``optim.lr=-1``, ``train.ckpt_every=-5``, ``optim.betas=[0.9, 1.5]``) before any compute is spent.
+    """
+    t, o = cfg.train, cfg.optim
+    for key in ("steps", "batch_size", "grad_accum"):
+        _check(getattr(t, key) > 0, f"train.{key}", getattr(t, key), "must be a positive integer")
+    for key in ("num_workers", "length_bucketing", "ckpt_every", "keep_last"):
+        _check(getattr(t, key) >= 0, f"train.{key}", getattr(t, key), "must be >= 0")
+    _check(t.log_every >= 1, "train.log_every", t.log_every, "must be >= 1")
+    _check(t.stop_after is None or t.stop_after > 0, "train.stop_after", t.stop_after, "must be a positive integer")
+    _check(t.resume in (True, False, "force"), "train.resume", t.resume, "must be true, false or 'force'")
+    _check(t.precision in ("auto", "bf16", "fp32"), "train.precision", t.precision, "must be auto, bf16 or fp32")
+    _check(t.distributed in ("ddp", "fsdp"), "train.distributed", t.distributed, "must be ddp or fsdp")
+    for key in ("lr", "min_lr", "weight_decay", "eps"):
+        v = getattr(o, key)
+        _check(_finite(v) and v >= 0, f"optim.{key}", v, "must be a finite number >= 0")
+    _check(o.weight_decay_end is None or (_finite(o.weight_decay_end) and o.weight_decay_end >= 0),
+           "optim.weight_decay_end", o.weight_decay_end, "must be a finite number >= 0")
+    _check(o.warmup_steps >= 0, "optim.warmup_steps", o.warmup_steps, "must be >= 0")
+    for i, b in enumerate(o.betas):
+        _check(_finite(b) and 0.0 <= b < 1.0, f"optim.betas[{i}]", b, "must be in [0, 1)")
+    _check(o.clip_grad is None or (_finite(o.clip_grad) and o.clip_grad >= 0), "optim.clip_grad", o.clip_grad,
+           "must be a finite number >= 0 (0 or null: no clipping)")
+    _check(o.schedule in ("cosine", "constant"), "optim.schedule", o.schedule, "must be cosine or constant")
+    for prefix, scale in o.lr_scales.items():
+        _check(_finite(scale) and scale >= 0, f"optim.lr_scales.{prefix}", scale, "must be a finite number >= 0")
+    return cfg
 
 
 def save_experiment(cfg: ExperimentConfig, path: Union[str, Path]) -> None:

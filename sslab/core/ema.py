@@ -29,14 +29,16 @@ class EMATeacher(nn.Module):
 
     @torch.no_grad()
     def update(self, student: nn.Module, momentum: float) -> None:
+        """``t += (1 - m) * (s - t)`` for every parameter, buffers copied; a few foreach kernels, not one per tensor."""
         t_params = list(self.module.parameters())
-        s_params = list(student.parameters())
+        s_params = [p.detach() for p in student.parameters()]
         if len(t_params) != len(s_params):
             raise ValueError("EMA teacher and student have different parameter lists")
-        for t, s in zip(t_params, s_params):
-            t.lerp_(s.detach(), 1.0 - momentum)
-        for tb, sb in zip(self.module.buffers(), student.buffers()):
-            tb.copy_(sb)
+        if t_params:
+            torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
+        t_bufs, s_bufs = list(self.module.buffers()), list(student.buffers())
+        if t_bufs:
+            torch._foreach_copy_(t_bufs[:len(s_bufs)], s_bufs[:len(t_bufs)])
 
     def forward(self, *args, **kwargs):  # type: ignore[override]
         with torch.no_grad():

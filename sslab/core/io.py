@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Callable, Iterator, Union
 
 PathLike = Union[str, Path]
+TEMP_SUFFIX = ".tmp"
+
+
+def is_atomic_temp(path: PathLike) -> bool:
+    """True for a temp file made by :func:`atomic_path` (``.<name>.<random>.tmp``), e.g. orphaned by a kill."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX) and name.count(".") >= 3
 
 
 @contextmanager
@@ -19,7 +26,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

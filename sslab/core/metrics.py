@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from sslab.core.io import atomic_write_text
+
 
 class MetricsLogger:
     """Appends metrics to ``run_dir/metrics.jsonl``; disabled (no-op) on non-zero ranks."""
@@ -21,13 +23,28 @@ class MetricsLogger:
 
                 self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
 
-    def truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint's step (they will be logged again)."""
+    def truncate_after(self, step: int) -> int:
+        """Keep only lines with ``step <= step``: the steps the resumed state has seen; returns lines dropped.
+
+        Called at every start: with the checkpoint's step on resume (later lines will be logged again),
+        with 0 when there is no checkpoint (the file starts empty). A line cut short by a kill mid-append
+        is dropped too. The rewrite is atomic, so a kill during it leaves the old file.
+        """
         if not self.enabled or not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+            return 0
+        text = self.path.read_text()
+        lines = text.splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                kept.append(line)
+        if len(kept) != len(lines) or (text and not text.endswith("\n")):
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        return len(lines) - len(kept)
 
     def log(self, step: int, values: Dict[str, Any]) -> None:
         if not self.enabled:

@@ -13,6 +13,7 @@ PLUGIN_PACKAGES = (
     "sslab.eval",
     "sslab.commands",
     "sslab.importers",
+    "sslab.pipelines",
 )
 
 _loaded = False

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Generic, Iterator, List, TypeVar
 
+from sslab.core.errors import BuildError, UserError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """Unknown or duplicate registry name. ``str()`` gives the readable message."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
@@ -57,7 +59,7 @@ class Registry(Generic[T]):
             return builder(**kwargs)  # type: ignore[operator]
         except TypeError as err:
             if "unexpected keyword argument" in str(err) or "missing" in str(err):
-                raise TypeError(f"{self.kind} {name!r}: {err}") from err
+                raise BuildError(f"{self.kind} {name!r}: {err}") from err
             raise
 
     def names(self) -> List[str]:
@@ -93,6 +95,8 @@ MODALITIES: Registry[Callable[..., Any]] = Registry("modality")
 COMMANDS: Registry[Callable[..., Any]] = Registry("command")
 # ``sslab import FORMAT CHECKPOINT --out DIR``: converters of published checkpoints into sslab encoder folders
 IMPORTERS: Registry[Callable[..., Any]] = Registry("importer")
+# ``encoder.json["pipeline"]["kind"]`` -> the InputPipeline class that applies it (sslab.core.pipeline)
+PIPELINES: Registry[Callable[..., Any]] = Registry("pipeline")
 
 ALL_REGISTRIES: Dict[str, Registry[Any]] = {
     "encoders": ENCODERS,
@@ -101,4 +105,5 @@ ALL_REGISTRIES: Dict[str, Registry[Any]] = {
     "modalities": MODALITIES,
     "commands": COMMANDS,
     "importers": IMPORTERS,
+    "pipelines": PIPELINES,
 }

@@ -9,6 +9,7 @@ a tqdm progress bar and a loss-curve PNG.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import time
@@ -20,17 +21,22 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sslab.core import distributed as dist_utils
-from sslab.core.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from sslab.core.config import ExperimentConfig
-from sslab.core.data import ResumableBatchSampler, SeededCollate, SeededDataset, move_to_device
+from sslab.core.checkpoint import (latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
+                                   remove_orphaned_temps, rng_state, save_checkpoint, set_rng_state)
+from sslab.core.config import ConfigError, ExperimentConfig, validate_experiment
+from sslab.core.data import ResumableBatchSampler, SeededBatches, move_to_device, passthrough
+from sslab.core.errors import ResumeError, RunDirError, UserError
 from sslab.core.metrics import MetricsLogger, plot_loss_curve
+from sslab.core import rundir
 from sslab.core.schedules import cosine, warmup_cosine
+
+log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, int, "Trainer"], Optional[Dict[str, float]]]
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/inf; the message names the step and the logged values."""
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The loss became NaN/inf; the message names the first bad step and the steps checked."""
 
 
 def select_device(spec: str = "auto") -> torch.device:
@@ -41,7 +47,7 @@ def select_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={spec!r} but CUDA is not available on this machine")
+        raise ConfigError(f"train.device={spec!r} but CUDA is not available on this machine")
     return device
 
 
@@ -77,6 +83,17 @@ def param_groups(model: nn.Module, weight_decay: float, lr_scales: Dict[str, flo
     return list(groups.values())
 
 
+def optimizer_kernel(device: torch.device, sharded: bool) -> Dict[str, bool]:
+    """AdamW implementation flags: ``fused`` (one kernel over all parameters) on CPU and CUDA.
+
+    Measured on the 2-core CPU for the 0.5M-parameter benchmark LM: for-loop 2.3 ms, foreach 7.0 ms,
+    fused 1.0 ms per ``step()``. FSDP-sharded (DTensor) parameters keep PyTorch's default choice.
+    """
+    if sharded or device.type not in ("cpu", "cuda"):
+        return {}
+    return {"fused": True}
+
+
 class Trainer:
     """Trains ``objective`` (an ``nn.Module`` whose forward returns ``{"loss": ...}``) on ``dataset``."""
 
@@ -84,8 +101,7 @@ class Trainer:
                  cfg: ExperimentConfig, run_dir: Optional[Path] = None, hooks: Sequence[StepHook] = ()) -> None:
         self.cfg = cfg
         self.tcfg, self.ocfg = cfg.train, cfg.optim
-        if self.tcfg.steps <= 0 or self.tcfg.batch_size <= 0 or self.tcfg.grad_accum <= 0:
-            raise ValueError("train.steps, train.batch_size and train.grad_accum must be positive")
+        validate_experiment(cfg)  # optim.lr=-1, train.ckpt_every=-5, ... name their key
         self.run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
         self.device = select_device(self.tcfg.device)
         self.distributed = dist_utils.init_from_env(self.device)
@@ -105,7 +121,12 @@ class Trainer:
             torch.compile(self.model) if self.tcfg.compile else self.model)  # type: ignore[assignment]
         self.optimizer = torch.optim.AdamW(
             param_groups(self.objective, self.ocfg.weight_decay, self.ocfg.lr_scales),
-            lr=self.ocfg.lr, betas=tuple(self.ocfg.betas), eps=self.ocfg.eps)  # type: ignore[arg-type]
+            lr=self.ocfg.lr, betas=tuple(self.ocfg.betas), eps=self.ocfg.eps,  # type: ignore[arg-type]
+            **optimizer_kernel(self.device, self.distributed and self.tcfg.distributed == "fsdp"))
+        # non-finite losses are flagged on the device (no sync per step) and checked on sync steps
+        self._loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+        self._checked_through = 0  # last step known to have finite losses
+        self._first_step: Optional[int] = None  # step at the first train_step of this Trainer (for stop_after)
         for module in self.objective.modules():  # e.g. SwitchLoRA layers reset their vectors' Adam moments
             if callable(getattr(module, "bind_optimizer", None)):
                 module.bind_optimizer(self.optimizer)
@@ -147,11 +168,10 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _batches(self) -> Iterator[Any]:
         """Endless batches, continuing from (epoch, batch_in_epoch)."""
-        seeded = SeededDataset(self.dataset)
-        collate = SeededCollate(self.collate_fn)
+        seeded = SeededBatches(self.dataset, self.collate_fn)  # one RNG save/restore per batch
         while True:
             self.sampler.set_position(self.epoch, self.batch_in_epoch)
-            loader = DataLoader(seeded, batch_sampler=self.sampler, collate_fn=collate,
+            loader = DataLoader(seeded, batch_sampler=self.sampler, collate_fn=passthrough,
                                 num_workers=self.tcfg.num_workers, pin_memory=self.device.type == "cuda",
                                 persistent_workers=False,
                                 # own generator: creating the iterator must not consume the global RNG
@@ -180,6 +200,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
+        self.check_finite()  # a non-finite model is never checkpointed
         objective_state, optim_state = self._model_and_optim_state()
         state = {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
@@ -200,7 +221,7 @@ class Trainer:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if state.get("world_size", 1) != self.world:
-            raise RuntimeError(f"checkpoint was written with {state.get('world_size')} ranks, "
+            raise ResumeError(f"checkpoint was written with {state.get('world_size')} ranks, "
                                f"this run has {self.world}: exact resume needs the same world size")
         if self.distributed and self.tcfg.distributed == "fsdp":
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
@@ -233,6 +254,27 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path, map_location="cpu"))
         return True
 
+    def _prepare_run_dir(self) -> None:
+        """Rank 0, under the run lock: drop temp files of killed writes, check the config against the saved
+        one when resuming, refuse ``train.resume=false`` over existing checkpoints, save ``config.yaml``."""
+        removed = remove_orphaned_temps(self.run_dir, self.ckpt_dir, self.run_dir / "encoder")
+        if removed:
+            log.warning("removed %d temp file(s) left by an interrupted write in %s", len(removed), self.run_dir)
+        ckpts = list_checkpoints(self.ckpt_dir)
+        if ckpts and not self.tcfg.resume:
+            raise RunDirError(f"train.resume=false but {self.ckpt_dir} holds checkpoints (latest {ckpts[-1].name}); "
+                              "delete them or launch with another name= to start over")
+        step = int(ckpts[-1].name[5:-3]) if ckpts else None
+        rundir.check_and_save_config(self.run_dir, self.cfg, step)
+
+    def _finish_run_dir(self) -> None:
+        """Rank 0, on every exit path: prune to ``keep_last`` (a kill may have hit between a checkpoint's
+        rename and its pruning) and plot the loss curve so far."""
+        prune_checkpoints(self.ckpt_dir, self.tcfg.keep_last)
+        metrics = self.run_dir / "metrics.jsonl"
+        if metrics.is_file() and metrics.stat().st_size:
+            plot_loss_curve(metrics, self.run_dir / "loss.png")
+
     # ------------------------------------------------------------------ loop
     def _forward(self, batch: Any) -> Dict[str, Any]:
         ctx = (torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
@@ -243,62 +285,148 @@ class Trainer:
             raise TypeError(f"{type(self.objective).__name__}.forward must return a dict with 'loss'")
         return out
 
-    def train_step(self, batches: Iterator[Any]) -> Dict[str, float]:
-        """One optimizer step over ``grad_accum`` micro-batches. Returns scalars to log."""
+    def _sync_due(self, step: int) -> bool:
+        """Whether ``fit`` logs or checkpoints after ``step``: the only steps that read values off the device."""
+        t = self.tcfg
+        if step % max(t.log_every, 1) == 0 or step >= self.total_steps:
+            return True
+        if t.ckpt_every and step % t.ckpt_every == 0:
+            return True
+        return t.stop_after is not None and self._first_step is not None and step >= self._first_step + t.stop_after
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a loss since the last check was NaN/inf (one host-device sync).
+
+        The losses are summed on the device every micro-batch (a NaN/inf anywhere makes the sum
+        non-finite); this is called on logging and checkpoint steps and before every checkpoint, so a
+        diverged model is never logged as finite or checkpointed.
+        """
+        if self._checked_through >= self.step:
+            return
+        if not bool(torch.isfinite(self._loss_sum)):
+            first, last = self._checked_through + 1, self.step
+            where = f"at step {last}" if first == last else f"in steps {first}-{last}"
+            raise NonFiniteLossError(
+                f"non-finite loss {where} (the loss is checked on logging and checkpoint steps; "
+                f"train.log_every=1 names the exact step); the last checkpoint, if any, is from step "
+                f"{self._checked_through} or earlier. Lower optim.lr, enable optim.clip_grad or check the data for NaNs")
+        self._checked_through = self.step
+
+    def train_step(self, batches: Iterator[Any]) -> Dict[str, Any]:
+        """One optimizer step over ``grad_accum`` micro-batches.
+
+        Returns ``samples``, ``lr`` and ``wd`` every step and, on logging/checkpoint steps only, the
+        objective's scalars (mean over micro-batches), ``grad_norm`` and hook values as floats. Nothing
+        else leaves the device: no ``.item()`` and no non-finite check between those steps.
+        """
+        if self._first_step is None:  # first step of this Trainer (after any resume)
+            self._first_step = self._checked_through = self.step
         self.objective.train()
         lr, wd = self._apply_schedules()
         accum = self.tcfg.grad_accum
-        logged: Dict[str, float] = {}
+        sync = self._sync_due(self.step + 1)
+        logged: Dict[str, Any] = {}
         n_samples = 0
         for micro in range(accum):
             batch = move_to_device(next(batches), self.device)
-            sync = micro == accum - 1
-            no_sync = (self.model.no_sync() if (self.distributed and not sync and hasattr(self.model, "no_sync"))
+            last_micro = micro == accum - 1
+            no_sync = (self.model.no_sync() if (self.distributed and not last_micro and hasattr(self.model, "no_sync"))
                        else contextlib.nullcontext())
             with no_sync:
                 out = self._forward(batch)
                 loss = out["loss"]
-                if not torch.isfinite(loss.detach()).all():
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {self.step + 1} (micro-batch {micro}): "
-                        f"{ {k: _scalar_value(v) for k, v in out.items() if _is_scalar(v)} }; "
-                        "lower optim.lr, enable optim.clip_grad or check the data for NaNs")
-                (loss / accum).backward()
-            for k, v in out.items():
-                if _is_scalar(v):
-                    logged[k] = logged.get(k, 0.0) + _scalar_value(v) / accum
+                self._loss_sum = self._loss_sum + loss.detach().sum()  # device-side non-finite flag
+                (loss / accum if accum > 1 else loss).backward()
+            if sync:
+                for k, v in out.items():
+                    if _is_scalar(v):
+                        v = v.detach() if isinstance(v, torch.Tensor) else float(v)
+                        logged[k] = logged[k] + v / accum if k in logged else (v / accum if accum > 1 else v)
             n_samples += _batch_size(batch)
         trainable = [p for p in self.objective.parameters() if p.requires_grad]
         if self.ocfg.clip_grad:
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.ocfg.clip_grad)
-            logged["grad_norm"] = float(grad_norm)
+            if sync:
+                logged["grad_norm"] = grad_norm
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         if hasattr(self.objective, "on_step_end"):
             extra = self.objective.on_step_end(self.step, self.total_steps)  # type: ignore[operator]
-            if extra:
-                logged.update({k: float(v) for k, v in extra.items()})
+            if extra and sync:
+                logged.update(extra)
         for hook in self.hooks:
             extra = hook(self.step, self.total_steps, self)
-            if extra:
-                logged.update({k: float(v) for k, v in extra.items()})
+            if extra and sync:
+                logged.update(extra)
+        if sync:
+            self.check_finite()
+            logged = _to_floats(logged)
         logged.update(lr=lr, wd=wd, samples=float(n_samples))
         return logged
 
     def fit(self) -> Dict[str, float]:
-        """Train to ``train.steps`` (resuming if a checkpoint exists); returns the last logged metrics."""
+        """Train to ``train.steps`` (resuming if a checkpoint exists); returns the last logged metrics.
+
+        Rank 0 holds the run-directory lock throughout (:mod:`sslab.core.rundir`); ``metrics.jsonl`` is cut
+        back to the resumed step (empty without a checkpoint); pruning and the loss plot run on every exit.
+        """
+        with self.hold_run_dir():
+            error: Optional[UserError] = None
+            if self.is_main:
+                try:
+                    self._prepare_run_dir()
+                except UserError as err:
+                    error = err
+            self._agree(error)
+            try:
+                result = self._fit()
+            except BaseException:
+                if self.is_main:
+                    try:  # already failing: report the first error, not a plotting one
+                        self._finish_run_dir()
+                    except Exception as err:  # noqa: BLE001
+                        log.warning("could not prune checkpoints / plot the loss after the error: %s", err)
+                raise
+            if self.is_main:
+                self._finish_run_dir()
+            return result
+
+    @contextlib.contextmanager
+    def hold_run_dir(self) -> Iterator[None]:
+        """Rank 0 holds the run-directory lock for the block (re-entrant); every rank fails if it cannot."""
+        with contextlib.ExitStack() as stack:
+            error: Optional[UserError] = None
+            if self.is_main:
+                try:
+                    stack.enter_context(rundir.hold_run_dir(self.run_dir))
+                except UserError as err:
+                    error = err
+            self._agree(error)
+            yield
+
+    def _agree(self, error: Optional[UserError]) -> None:
+        """Raise ``error`` on rank 0 and a pointer to it on the other ranks (a collective under torchrun)."""
+        if self.distributed:
+            ok = dist_utils.reduce_mean({"ok": 0.0 if error else 1.0}, self.device)["ok"]
+            if error is None and ok < 1.0:
+                raise RunDirError(f"rank 0 could not use the run directory {self.run_dir} (see its error)")
+        if error is not None:
+            raise error
+
+    def _fit(self) -> Dict[str, float]:
         resumed = self.maybe_resume()
         logger = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=self.tcfg.tensorboard)
-        if resumed:
-            logger.truncate_after(self.step)
+        logger.truncate_after(self.step if resumed else 0)
         last: Dict[str, float] = {}
         if self.step >= self.total_steps:
             logger.close()
             return last
         batches = self._batches()
         bar = None
-        if self.is_main and self.tcfg.progress:
+        from sslab.core.progress import show_progress
+
+        if self.is_main and show_progress(self.tcfg.progress):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=self.total_steps, initial=self.step, desc=self.run_dir.name, unit="step",
@@ -332,8 +460,6 @@ class Trainer:
             if bar is not None:
                 bar.close()
             logger.close()
-        if self.is_main and logger.path.exists() and self.step >= self.total_steps:
-            plot_loss_curve(logger.path, self.run_dir / "loss.png")
         return last
 
 
@@ -343,9 +469,18 @@ def _is_scalar(v: Any) -> bool:
     return isinstance(v, torch.Tensor) and v.numel() == 1
 
 
-def _scalar_value(v: Any) -> float:
-    """A logged scalar as a float, without touching autograd."""
-    return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+def _to_floats(values: Dict[str, Any]) -> Dict[str, float]:
+    """Logged values as floats, with one device-to-host copy per device (not one sync per value)."""
+    out: Dict[str, float] = {k: float(v) for k, v in values.items() if not isinstance(v, torch.Tensor)}
+    tensors = {k: v.full_tensor() if hasattr(v, "full_tensor") else v  # FSDP's grad norm is a DTensor
+               for k, v in values.items() if isinstance(v, torch.Tensor)}
+    by_device: Dict[torch.device, List[str]] = {}
+    for k, v in tensors.items():
+        by_device.setdefault(v.device, []).append(k)
+    for keys in by_device.values():
+        flat = torch.stack([tensors[k].detach().float().reshape(()) for k in keys]).tolist()
+        out.update(zip(keys, flat))
+    return {k: out[k] for k in values}
 
 
 def _batch_size(batch: Any) -> int:

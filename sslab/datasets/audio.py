@@ -44,12 +44,15 @@ class AudioFileError(ValueError):
 
 @dataclass(frozen=True)
 class AudioItem:
-    """One utterance of a corpus. ``duration`` is in seconds (``None`` until known)."""
+    """One utterance of a corpus. ``duration`` is in seconds (``None`` until known); ``text`` is the
+    transcript (``None``: untranscribed, pretraining only); ``group`` is the split unit (e.g. game level)."""
 
     path: Path
     language: Optional[str] = None
     speaker: Optional[str] = None
     duration: Optional[float] = None
+    text: Optional[str] = None
+    group: Optional[str] = None
 
 
 # --------------------------------------------------------------------------- decoding
@@ -171,7 +174,7 @@ class AudioDataset(Dataset):
                  max_seconds: Optional[float] = None, min_seconds: float = 0.0,
                  normalize: bool = True, random_crop: bool = True, on_bad: str = "error",
                  validate: str = "full", cache: bool = False, silence_threshold: float = 1e-4,
-                 progress: bool = False) -> None:
+                 progress: Optional[bool] = None) -> None:
         if on_bad not in ("error", "skip"):
             raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
         if validate not in ("full", "header"):
@@ -187,7 +190,9 @@ class AudioDataset(Dataset):
         kept: List[AudioItem] = []
         waves: List[torch.Tensor] = []
         iterator: Iterable[AudioItem] = items
-        if progress:
+        from sslab.core.progress import show_progress
+
+        if show_progress(progress):
             from tqdm.auto import tqdm
             iterator = tqdm(items, desc="checking audio", unit="file")
         for item in iterator:

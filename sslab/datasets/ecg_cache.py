@@ -1,11 +1,14 @@
 """Memory-mapped cache of decoded ECG records, so the data loader is never the bottleneck.
 
-Layout of one cache (a folder named by a hash of the record list, leads, rate and dtype)::
+Layout of one cache (a folder named by a hash of what it depends on: the record list, each record's
+files' size and mtime, leads, rate, dtype and the bad-record policy; replacing or editing a record file
+therefore builds a new cache instead of reusing stale data)::
 
     index.json   record names, leads, fs, dtype, per-record offset/length
     data.npy     [leads, total_samples] memmap (float16 by default), records back to back
     done.npy     uint8 flag per record (the build is resumable: a rerun decodes only missing ones)
-    bad.json     records that failed under on_bad_record="skip" (name -> reason)
+    index.json["bad"]  records that failed under on_bad_record="skip" (name -> reason); under "error" a
+                 bad record is never remembered: the build raises and the next run tries it again
 
 Lengths come from the headers (after resampling), so the memmap is allocated once and workers write
 their records straight into it: memory stays flat however many records (800k works like 300).
@@ -27,10 +30,36 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sslab.datasets.ecg_wfdb import (ECGRecordError, LeadNorm, PathLike, _check_signal_files, random_crop,
-                                     read_header, read_record, select_lead_indices)
+from sslab.datasets.ecg_wfdb import (ECGRecordError, LeadNorm, PathLike, _check_signal_files,
+                                     apply_short_record_policy, random_crop, read_header, read_record,
+                                     select_lead_indices)
 
 log = logging.getLogger(__name__)
+
+
+_RECORD_FILES = (".hea", ".dat", ".mat")
+
+
+def record_identity(name: str) -> List[Optional[Tuple[int, int]]]:
+    """(size, mtime_ns) of a record's header and signal files (``None`` for an absent one): the cache key part
+    that changes when a file is replaced or rewritten."""
+    out: List[Optional[Tuple[int, int]]] = []
+    for suffix in _RECORD_FILES:
+        try:
+            st = os.stat(name + suffix)
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return out
+
+
+def cache_key(names: Sequence[str], leads: Optional[List[str]], fs: Optional[float], dtype: str,
+              expected_fs: Optional[float], on_bad_record: str) -> str:
+    """Hash of everything the cached arrays depend on (one ``stat`` per record file, no decoding)."""
+    h = hashlib.sha1(json.dumps([list(names), leads, fs, dtype, expected_fs, on_bad_record]).encode())
+    for name in names:
+        h.update(json.dumps(record_identity(name)).encode())
+    return h.hexdigest()[:16]
 
 
 def _resampled_len(n: int, fs: float, target: Optional[float]) -> int:
@@ -78,7 +107,7 @@ class ECGRecordCache:
 
     def __init__(self, records: Sequence[PathLike], cache_dir: PathLike, leads: Optional[Sequence[str]],
                  fs: Optional[float], dtype: str = "float16", workers: int = 0, on_bad_record: str = "error",
-                 expected_fs: Optional[float] = None, progress: bool = True, chunk: int = 32) -> None:
+                 expected_fs: Optional[float] = None, progress: Optional[bool] = None, chunk: int = 32) -> None:
         if on_bad_record not in ("error", "skip"):
             raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
         if not records:
@@ -86,7 +115,7 @@ class ECGRecordCache:
         self.names = [str(Path(r)) for r in records]
         self.leads = list(leads) if leads is not None else None
         self.fs, self.dtype, self.expected_fs = fs, dtype, expected_fs
-        key = hashlib.sha1(json.dumps([self.names, self.leads, fs, dtype, expected_fs]).encode()).hexdigest()[:16]
+        key = cache_key(self.names, self.leads, fs, dtype, expected_fs, on_bad_record)
         self.dir = Path(cache_dir).expanduser() / f"ecg-{key}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.workers = workers if workers > 0 else max(1, min(8, (os.cpu_count() or 1)))
@@ -98,8 +127,10 @@ class ECGRecordCache:
     def _pool_map(self, fn, jobs: Iterable, total: int, desc: str):
         from tqdm.auto import tqdm
 
+        from sslab.core.progress import show_progress
+
         jobs = list(jobs)
-        bar = tqdm(total=total, desc=desc, disable=not self.progress, unit="rec")
+        bar = tqdm(total=total, desc=desc, disable=not show_progress(self.progress), unit="rec")
         if self.workers == 1 or len(jobs) == 1:
             for j in jobs:
                 res = fn(j)
@@ -120,6 +151,8 @@ class ECGRecordCache:
         index_path = self.dir / "index.json"
         if index_path.is_file():
             self.index = json.loads(index_path.read_text())
+            if self.index["bad"] and self.on_bad_record == "error":  # never an error policy turned into a skip
+                self._fail(list(self.index["bad"].items()))
         else:
             jobs = [(n, self.leads, self.fs, self.expected_fs) for n in self.names]
             scans = list(self._pool_map(_scan, jobs, len(jobs), "ECG headers"))
@@ -160,10 +193,12 @@ class ECGRecordCache:
                         done[i] = 1
                 done.flush()  # progress survives an interrupt
             if errors:
+                self._fail(errors)  # "error": raise, remembering nothing (the next run decodes them again)
                 bad.update({n: e for n, e in errors})
                 self.index["bad"] = bad
-                (self.dir / "index.json").write_text(json.dumps(self.index))
-                self._fail(errors)
+                tmp = self.dir / "index.json.tmp"
+                tmp.write_text(json.dumps(self.index))
+                os.replace(tmp, self.dir / "index.json")
         if bad:
             log.warning("ECG cache: skipped %d bad record(s) (on_bad_record=skip); first: %s",
                         len(bad), next(iter(bad.values())))
@@ -209,12 +244,25 @@ class ECGRecordCache:
 
 
 class CachedCrops(Dataset):
-    """Training view of a cache: normalised random crops of ``crop`` samples from records ``indices``."""
+    """Training view of a cache: normalised random crops of ``crop`` samples from records ``indices``.
 
-    def __init__(self, cache: ECGRecordCache, indices: Sequence[int], crop: int, norm: Optional[LeadNorm]) -> None:
+    ``short_records`` decides what a record shorter than ``crop`` does: ``"error"`` (default, names it),
+    ``"pad"`` (zero-padded crop; the records are listed in ``self.short``) or ``"skip"`` (left out, listed).
+    """
+
+    def __init__(self, cache: ECGRecordCache, indices: Sequence[int], crop: int, norm: Optional[LeadNorm],
+                 short_records: str = "error") -> None:
         if not len(indices):
             raise ValueError("CachedCrops: no records")
-        self.cache, self.indices, self.crop, self.norm = cache, list(indices), crop, norm
+        indices = list(indices)
+        lengths = [cache.index["lengths"][i] for i in indices]
+        kept, short = apply_short_record_policy([cache.names[i] for i in indices], lengths, crop, short_records,
+                                                cache.fs)
+        self.short: List[str] = [cache.names[indices[i]] for i in short]
+        if not kept:
+            raise ECGRecordError(f"CachedCrops: all {len(indices)} records are shorter than the crop of {crop} "
+                                 f"samples (data.short_records={short_records})")
+        self.cache, self.indices, self.crop, self.norm = cache, [indices[i] for i in kept], crop, norm
 
     def __len__(self) -> int:
         return len(self.indices)

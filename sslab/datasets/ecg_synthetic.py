@@ -182,9 +182,11 @@ def _simulate_chunk(args) -> Tuple[List[int], np.ndarray, List[Dict]]:
 
 @DATASETS.register("ecg_synthetic")
 def generate(cfg: SyntheticECGConfig, cache_dir: Optional[str] = "~/.cache/sslab", workers: int = 0,
-             progress: bool = True) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+             progress: Optional[bool] = None) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
     """All records of ``cfg`` -> (``[n, 12, T]`` float32 memmap/array, label arrays); cached on disk."""
     from tqdm.auto import tqdm
+
+    from sslab.core.progress import show_progress
 
     path = None
     if cache_dir is not None:
@@ -199,7 +201,7 @@ def generate(cfg: SyntheticECGConfig, cache_dir: Optional[str] = "~/.cache/sslab
     labels: Dict[str, List] = {}
     chunks = [list(range(s, min(s + 32, cfg.n_records))) for s in range(0, cfg.n_records, 32)]
     workers = workers if workers > 0 else min(len(chunks), os.cpu_count() or 1)
-    bar = tqdm(total=cfg.n_records, desc="synthetic ECG (ECGSYN)", unit="rec", disable=not progress)
+    bar = tqdm(total=cfg.n_records, desc="synthetic ECG (ECGSYN)", unit="rec", disable=not show_progress(progress))
     results = []
     if workers <= 1:
         it = map(_simulate_chunk, [(cfg, c) for c in chunks])

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from sslab.core.errors import UserError
 from sslab.core.registry import DATASETS
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ _FMT_BYTES: Dict[str, float] = {"8": 1, "16": 2, "24": 3, "32": 4, "61": 2, "80"
 PathLike = Union[str, Path]
 
 
-class ECGRecordError(ValueError):
+class ECGRecordError(UserError, ValueError):
     """A bad ECG record; the message names the record and the problem."""
 
 
@@ -225,8 +226,39 @@ class LeadNorm:
         return cls(mean.astype(np.float32), std.astype(np.float32), clip)
 
 
+SHORT_RECORD_POLICIES = ("error", "pad", "skip")
+
+
+def apply_short_record_policy(names: Sequence[str], lengths: Sequence[int], crop: int, policy: str = "error",
+                              fs: Optional[float] = None, key: str = "data.short_records") -> Tuple[List[int], List[int]]:
+    """Records shorter than the ``crop`` -> ``(kept positions, short positions)`` under ``policy``.
+
+    ``error`` (default) raises naming the first short record and the count; ``pad`` keeps them (the crop
+    zero-pads them; the caller reports the count); ``skip`` drops them (counted). Nothing is padded silently.
+    """
+    if policy not in SHORT_RECORD_POLICIES:
+        raise ECGRecordError(f"{key}: expected one of {list(SHORT_RECORD_POLICIES)}, got {policy!r}")
+    short = [i for i, n in enumerate(lengths) if int(n) < crop]
+    if short and policy == "error":
+        i = short[0]
+        rate = f" ({int(lengths[i]) / fs:.2f} s at {fs:g} Hz)" if fs else ""
+        crop_s = f" ({crop / fs:.2f} s)" if fs else ""
+        raise ECGRecordError(
+            f"{names[i]}: {int(lengths[i])} samples{rate} is shorter than the crop of {crop} samples{crop_s}; "
+            f"{len(short)} of {len(lengths)} record(s) are shorter; set {key}: pad to zero-pad them (counted) "
+            "or skip to leave them out")
+    if short:
+        log.warning("%d of %d ECG record(s) are shorter than the %d-sample crop (%s=%s); first: %s",
+                    len(short), len(lengths), crop, key, policy, names[short[0]])
+    kept = [i for i in range(len(lengths)) if policy != "skip" or int(lengths[i]) >= crop]
+    return kept, short
+
+
 def random_crop(x: np.ndarray, length: int) -> np.ndarray:
-    """Random ``length``-sample window (numpy global RNG, seeded by the trainer); pads short records."""
+    """Random ``length``-sample window (numpy global RNG, seeded by the trainer).
+
+    Zero-pads a record shorter than ``length``; datasets decide first, with
+    :func:`apply_short_record_policy`, whether such a record is an error, padded (counted) or skipped."""
     T = x.shape[-1]
     if T < length:
         return np.pad(x, ((0, 0), (0, length - T)))
@@ -255,17 +287,21 @@ class WFDBFolder(Dataset):
     Items are ``[leads, samples]`` float32 tensors after resampling, normalisation and (optionally)
     a random crop of ``crop`` samples.  ``on_bad_record``: ``"error"`` (default) raises at scan time
     for the first bad record; ``"skip"`` validates every header up front, drops bad ones and reports
-    the count in ``self.skipped`` (and the log).
+    the count in ``self.skipped`` (and the log). ``short_records`` (records shorter than ``crop``):
+    ``"error"`` (default, names the record), ``"pad"`` (zero-padded, counted in ``self.short``) or
+    ``"skip"`` (left out, counted in ``self.short``).
     """
 
     def __init__(self, root: PathLike, leads: Optional[Sequence[str]] = LEADS_12, fs: Optional[float] = None,
                  crop: Optional[int] = None, norm: Optional[LeadNorm] = None, on_bad_record: str = "error",
-                 expected_fs: Optional[float] = None) -> None:
+                 expected_fs: Optional[float] = None, short_records: str = "error") -> None:
         if on_bad_record not in ("error", "skip"):
             raise ValueError(f"on_bad_record must be 'error' or 'skip', got {on_bad_record!r}")
         self.leads, self.fs, self.crop, self.norm, self.expected_fs = leads, fs, crop, norm, expected_fs
         self.records: List[Path] = []
         self.skipped: List[Tuple[str, str]] = []
+        self.short: List[str] = []
+        lengths: List[int] = []
         for rec in find_records(root):
             try:
                 h = read_header(rec)
@@ -279,11 +315,20 @@ class WFDBFolder(Dataset):
                 self.skipped.append((str(rec), str(err)))
                 continue
             self.records.append(rec)
+            n = int(h.sig_len or 0)
+            if fs is not None and float(fs) != float(h.fs):
+                n = int(math.ceil(n * Fraction(float(fs) / float(h.fs)).limit_denominator(1000)))
+            lengths.append(n)
         if self.skipped:
             log.warning("WFDBFolder %s: skipped %d bad record(s) (on_bad_record=skip); first: %s",
                         root, len(self.skipped), self.skipped[0][1])
+        if crop is not None and self.records:
+            kept, short = apply_short_record_policy([str(r) for r in self.records], lengths, crop, short_records, fs)
+            self.short = [str(self.records[i]) for i in short]
+            self.records = [self.records[i] for i in kept]
         if not self.records:
-            raise ECGRecordError(f"{root}: no usable records ({len(self.skipped)} skipped)")
+            raise ECGRecordError(f"{root}: no usable records ({len(self.skipped)} skipped, "
+                                 f"{len(self.short)} shorter than the crop)")
 
     def __len__(self) -> int:
         return len(self.records)

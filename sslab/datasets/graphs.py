@@ -9,6 +9,7 @@ offending line/graph, and nothing is silently dropped.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
@@ -181,8 +182,10 @@ def read_tu_raw(root: str | Path, name: str) -> GraphSet:
             raise GraphDataError(f"{f(suffix)}: has {len(arr)} lines, expected {want}")
     if node_attr is not None and not np.isfinite(node_attr).all():
         raise GraphDataError(f"{f('node_attributes')}: contains NaN or Inf")
+    label_offset = 0
     if node_labels is not None:
-        node_labels = node_labels - node_labels.min()
+        label_offset = int(node_labels.min())
+        node_labels = node_labels - label_offset
 
     y = None
     label_values: List[float] = []
@@ -218,7 +221,7 @@ def read_tu_raw(root: str | Path, name: str) -> GraphSet:
     return GraphSet(name=name, graphs=graphs, num_classes=len(label_values), label_values=label_values,
                     task="multiclass" if y is not None else "none",
                     info={"num_node_labels": int(node_labels.max()) + 1 if node_labels is not None else 0,
-                          "source": str(folder)})
+                          "node_label_offset": label_offset, "source": str(folder)})
 
 
 # ----------------------------------------------------------------------------------------- PyG folder
@@ -264,11 +267,65 @@ def element_index(atomic_num: torch.Tensor) -> torch.Tensor:
     return idx
 
 
+PERIODIC = ("H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
+            "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
+            "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr").split()
+"""Element symbols by atomic number - 1."""
+
+_ATOM_LINE = re.compile(r"^\s*(\d+)\s*[:=]?\s+([A-Z][a-z]?)\s*$")
+
+
+def read_atom_table(folder: str | Path) -> Optional[Dict[int, str]]:
+    """Raw TU node label -> element symbol from the ``Node labels:`` section of ``folder/README*.txt``
+    (lines like ``  0  C``; MUTAG, PTC_MR, NCI1 style), or ``None`` when the README has no atom table."""
+    folder = Path(folder)
+    readmes = sorted(folder.glob("README*"))
+    if not readmes:
+        return None
+    table: Dict[int, str] = {}
+    inside = False
+    for line in readmes[0].read_text(errors="replace").splitlines():
+        if line.strip().lower().startswith("node labels"):
+            inside = True
+            continue
+        if inside:
+            m = _ATOM_LINE.match(line)
+            if m and m.group(2) in PERIODIC:
+                table[int(m.group(1))] = m.group(2)
+            elif line.strip() and table:  # first non-table line after the entries ends the section
+                break
+    return table or None
+
+
+def atom_symbols(gs: "GraphSet") -> Optional[List[str]]:
+    """Element symbol of each 0-based node label of a TU set (README atom table), or ``None``."""
+    if "atom_symbols" in gs.info:
+        return list(gs.info["atom_symbols"])  # type: ignore[arg-type]
+    if gs.name in TU_ATOMIC_NUMBERS:
+        return [PERIODIC[z - 1] for z in TU_ATOMIC_NUMBERS[gs.name]]
+    return None
+
+
 def attach_atomic_numbers(gs: "GraphSet") -> "GraphSet":
-    """Set ``atomic_num`` on every graph of a TU set listed in :data:`TU_ATOMIC_NUMBERS` (others unchanged)."""
+    """Set ``atomic_num`` (and ``info["atom_symbols"]``) on every graph of a TU set whose atoms are known:
+    :data:`TU_ATOMIC_NUMBERS`, or the atom table of the folder's README (:func:`read_atom_table`). Sets
+    without either are returned unchanged."""
     table = TU_ATOMIC_NUMBERS.get(gs.name)
+    if table is None and gs.info.get("source") and gs.info.get("num_node_labels"):
+        raw = read_atom_table(str(gs.info["source"]))
+        if raw is not None:
+            offset = int(gs.info.get("node_label_offset", 0))  # type: ignore[arg-type]
+            n = int(gs.info["num_node_labels"])  # type: ignore[arg-type]
+            missing = [i + offset for i in range(n) if i + offset not in raw]
+            if missing:
+                raise GraphDataError(f"{gs.info['source']}: README atom table has no entry for node label(s) "
+                                     f"{missing[:5]}")
+            symbols = [raw[i + offset] for i in range(n)]
+            gs.info["atom_symbols"] = symbols
+            table = tuple(PERIODIC.index(s) + 1 for s in symbols)
     if table is None:
         return gs
+    gs.info.setdefault("atom_symbols", [PERIODIC[z - 1] for z in table])
     lut = torch.tensor(table)
     for i, g in enumerate(gs.graphs):
         if getattr(g, "node_label", None) is None or int(g.node_label.max()) >= len(lut):
@@ -289,8 +346,38 @@ ELEMENTS = (6, 7, 8, 9, 53, 17, 35)
 different sources (MUTAG's TU labels, RDKit's NCI sample) share one input space for transfer."""
 
 TU_ATOMIC_NUMBERS = {"MUTAG": ELEMENTS}
-"""TU node label index -> atomic number, for TU sets whose README lists the atom of each label
-(MUTAG README: 0 C, 1 N, 2 O, 3 F, 4 I, 5 Cl, 6 Br)."""
+"""TU node label index -> atomic number known without a README (MUTAG README: 0 C, 1 N, 2 O, 3 F, 4 I, 5 Cl,
+6 Br); other TU sets get theirs from the README's ``Node labels:`` atom table (:func:`read_atom_table`)."""
+
+
+def align_node_labels(probe: "GraphSet", ref: "GraphSet") -> Dict[str, int]:
+    """Re-index ``probe``'s node labels into ``ref``'s label vocabulary by element symbol (both README atom
+    tables), in place, so one-hot ``node_labels`` features mean the same atom in both sets (MUTAG -> PTC_MR).
+    Returns the symbol -> ref index map. Atoms of ``probe`` absent from ``ref`` are refused (they have no
+    input column; nothing is dropped silently)."""
+    ps, rs = atom_symbols(probe), atom_symbols(ref)
+    if ps is None or rs is None:
+        lacking = " and ".join(g.name for g, s in ((probe, ps), (ref, rs)) if s is None)
+        raise GraphDataError(f"cannot align the node labels of {probe.name} (probe) with {ref.name} (pretraining): "
+                             f"no atom table for {lacking} (README 'Node labels:' section); use "
+                             "features=degree/constant, or atoms when both are molecules with known atoms")
+    index = {s: i for i, s in enumerate(rs)}
+    counts: Dict[str, int] = {}
+    for g in probe.graphs:
+        for lab in g.node_label.tolist():
+            if ps[lab] not in index:
+                counts[ps[lab]] = counts.get(ps[lab], 0) + 1
+    if counts:
+        listed = ", ".join(f"{s} ({n} nodes)" for s, n in sorted(counts.items(), key=lambda t: -t[1]))
+        raise GraphDataError(f"node labels of {probe.name} (probe) map to {ref.name}'s (pretraining) by atom symbol, "
+                             f"but {listed} have no {ref.name} label ({ref.name} atoms: {' '.join(rs)}); use "
+                             "features=atoms (shared element vocabulary with an 'other' bin)")
+    lut = torch.tensor([index[s] for s in ps])
+    for g in probe.graphs:
+        g.node_label = lut[g.node_label.long()]
+    probe.info["atom_symbols"] = list(rs)
+    probe.info["num_node_labels"] = len(rs)
+    return index
 
 
 @dataclass
@@ -338,8 +425,9 @@ def add_node_features(graphs: Sequence[Data], spec: FeatureSpec, where: str = "g
         missing = [i for i, g in enumerate(graphs) if getattr(g, "atomic_num", None) is None]
         if missing:
             raise GraphDataError(f"{where}: features={spec.kind!r} needs atomic numbers, but graph {missing[0]} has "
-                                 f"none ({len(missing)} graphs without; known for the NCI sample and "
-                                 f"{', '.join(TU_ATOMIC_NUMBERS)})")
+                                 f"none ({len(missing)} graphs without; known for the NCI sample, "
+                                 f"{', '.join(TU_ATOMIC_NUMBERS)} and TU folders whose README has a "
+                                 "'Node labels:' atom table)")
     if spec.kind == "attributes":
         missing = [i for i, g in enumerate(graphs) if getattr(g, "node_attr", None) is None]
         if missing:

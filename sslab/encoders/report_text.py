@@ -97,10 +97,12 @@ class _MLMHead(nn.Module):
 
 def mlm_pretrain(encoder: ReportTextEncoder, tokenizer, texts: Iterable[str], steps: int = 200,
                  batch_size: int = 32, lr: float = 5e-4, mask_prob: float = 0.15, seed: int = 0,
-                 progress: bool = True, device: Union[str, torch.device] = "cpu") -> List[float]:
+                 progress: Optional[bool] = None, device: Union[str, torch.device] = "cpu") -> List[float]:
     """Further-pretrain ``encoder`` with MLM on ``texts`` (Devlin et al. 2019, Sec. 3.1); returns the
     loss curve. Uses transformers' ``DataCollatorForLanguageModeling`` (80/10/10 replacement)."""
     from tqdm.auto import tqdm
+
+    from sslab.core.progress import show_progress
     from transformers import DataCollatorForLanguageModeling
 
     texts = [t for t in texts if t and t.strip()]
@@ -116,7 +118,7 @@ def mlm_pretrain(encoder: ReportTextEncoder, tokenizer, texts: Iterable[str], st
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     losses: List[float] = []
-    for _ in tqdm(range(steps), desc="report MLM", disable=not progress):
+    for _ in tqdm(range(steps), desc="report MLM", disable=not show_progress(progress)):
         idx = torch.randint(len(examples), (min(batch_size, len(examples)),), generator=gen).tolist()
         batch = collator([examples[i] for i in idx])
         batch = {k: v.to(device) for k, v in batch.items()}

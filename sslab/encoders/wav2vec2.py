@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -162,23 +162,39 @@ class Wav2Vec2Encoder(nn.Module):
             return inputs["input_values"], inputs.get("attention_mask")
         return inputs, None
 
-    def tokens(self, inputs: Union[torch.Tensor, Mapping[str, Any]], layer: Optional[int] = None,
-               mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Tokens ``[B, N, D]`` of ``layer`` (default ``self.layer``); see :meth:`forward`."""
+    def front(self, inputs: Union[torch.Tensor, Mapping[str, Any]]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The conv feature encoder: ``(conv [B, N, C], frame_mask [B, N] bool)``. This is the part that
+        stays frozen in wav2vec 2.0 CTC fine-tuning (Baevski et al. 2020, sec. 4.3), so its output can be
+        computed once and cached (:mod:`sslab.eval.ctc`)."""
         x, attention_mask = self._unpack(inputs)
         if x.dim() != 2:
             raise ValueError(f"wav2vec2: expected waveforms [B, T], got shape {tuple(x.shape)}")
+        conv = self.model.wav2vec2.feature_extractor(x).transpose(1, 2)
+        B, N, _ = conv.shape
+        return conv, self.frame_mask(attention_mask, N, B, conv.device)
+
+    def front_parameters(self) -> List[nn.Parameter]:
+        """Parameters of :meth:`front` (frozen during CTC fine-tuning)."""
+        return list(self.model.wav2vec2.feature_extractor.parameters())
+
+    def back(self, conv: torch.Tensor, frame_mask: torch.Tensor, layer: Optional[int] = None,
+             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Feature projection + transformer on :meth:`front`'s output: tokens ``[B, N, D]`` of ``layer``
+        (default ``self.layer``); ``mask`` (``[B, N]`` bool) replaces frames by the mask embedding."""
         layer = self.layer if layer is None else layer
         if layer < -1 or layer > self.model.config.num_hidden_layers:
             raise ValueError(f"wav2vec2: layer must be in [-1, {self.model.config.num_hidden_layers}], got {layer}")
         w2v = self.model.wav2vec2
-        conv = w2v.feature_extractor(x).transpose(1, 2)
-        B, N, _ = conv.shape
-        frame_mask = self.frame_mask(attention_mask, N, B, conv.device)
         hidden, _ = w2v.feature_projection(conv)
         if mask is not None:
             hidden = torch.where(mask.bool().unsqueeze(-1), w2v.masked_spec_embed.to(hidden.dtype), hidden)
         return self._hidden_layers(hidden, frame_mask, None if layer == -1 else layer)["layer_state"]
+
+    def tokens(self, inputs: Union[torch.Tensor, Mapping[str, Any]], layer: Optional[int] = None,
+               mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Tokens ``[B, N, D]`` of ``layer`` (default ``self.layer``); see :meth:`forward`."""
+        conv, frame_mask = self.front(inputs)
+        return self.back(conv, frame_mask, layer, mask)
 
     def forward(self, inputs: Union[torch.Tensor, Mapping[str, Any]], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Tokens ``[B, N, D]`` of layer ``self.layer``. ``inputs``: waveforms ``[B, T]`` or a batch

@@ -96,7 +96,7 @@ def average_run(run_dir: PathLike, last: int = 3, weights: Weights = None,
     """Average the encoder weights of the last ``last`` checkpoints of a run and export them as an
     encoder folder (default ``<run>/encoder_avg``), loadable with ``sslab.load_encoder``."""
     from sslab.core.checkpoint import list_checkpoints
-    from sslab.core.export import SPEC, build_encoder, save_encoder
+    from sslab.core.export import SPEC, build_encoder, inherit_artifact, save_encoder
 
     run_dir = Path(run_dir)
     ckpts = list_checkpoints(run_dir / "checkpoints")
@@ -121,4 +121,5 @@ def average_run(run_dir: PathLike, last: int = 3, weights: Weights = None,
                            f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     out = Path(out_dir) if out_dir is not None else run_dir / "encoder_avg"
     return save_encoder(encoder, out, state_dict=enc_state,
-                        extra={"averaged": [p.name for p in chosen], "weights": resolve_weights(weights, len(chosen))})
+                        extra={"averaged": [p.name for p in chosen], "weights": resolve_weights(weights, len(chosen))},
+                        **inherit_artifact(run_dir / "encoder", averaged=[p.name for p in chosen]))

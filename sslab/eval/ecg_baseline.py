@@ -13,7 +13,7 @@ the training medians and *counted* (``n_failed``), never dropped.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -74,12 +74,14 @@ def record_features(signal: np.ndarray, fs: float, ref_lead: int = 1) -> np.ndar
     return out
 
 
-def extract(signals: Iterable[np.ndarray], fs: float, ref_lead: int = 1, progress: bool = False) -> np.ndarray:
+def extract(signals: Iterable[np.ndarray], fs: float, ref_lead: int = 1, progress: Optional[bool] = None) -> np.ndarray:
     """Feature matrix ``[n, F]`` (NaN where unmeasurable) for an iterable of ``[leads, T]`` records."""
     from tqdm.auto import tqdm
 
+    from sslab.core.progress import show_progress
+
     return np.stack([record_features(s, fs, ref_lead) for s in tqdm(signals, desc="neurokit2 features",
-                                                                      disable=not progress)])
+                                                                      disable=not show_progress(progress))])
 
 
 def impute(X_train: np.ndarray, X_test: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Dict[str, int]]:

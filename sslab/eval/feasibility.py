@@ -26,12 +26,15 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from sslab.core.progress import show_progress
+
 from sslab.eval.graphon import (
     STAT_NAMES,
     Graphon,
     _couplings,
     combine,
     estimate_graphon,
+    estimate_graphons,
     feature_cost,
     graph_statistics,
     gw_objective,
@@ -57,7 +60,7 @@ class FeasibilityConfig:
     max_iter: int = 30  # alternating (T, lam) rounds per restart
     tol: float = 1e-9
     seed: int = 0
-    progress: bool = False
+    progress: Optional[bool] = None  # None: only on a terminal
 
 
 # ----------------------------------------------------------------------------------- simplex QP
@@ -70,8 +73,46 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
     return np.maximum(v - css[rho] / (rho + 1), 0.0)
 
 
-def simplex_qp(H: np.ndarray, c: np.ndarray, x0: np.ndarray, iters: int = 500) -> np.ndarray:
-    """argmin_{x in simplex} x^T H x - 2 c^T x by FISTA with step 1 / (2 ||H||_2)."""
+EXACT_QP_MAX_DIM = 10
+"""Up to this many bases the simplex QP is solved exactly by enumerating faces (2^m - 1 small KKT systems);
+FISTA's ~200 projected steps per call were the largest cost of a feasibility fit."""
+
+
+def simplex_qp_faces(H: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """argmin_{x in simplex} x^T H x - 2 c^T x for convex (PSD ``H``) problems, exactly: on every face
+    (support S) solve the equality-constrained KKT system [2 H_SS, 1; 1^T, 0][x; nu] = [2 c_S; 1] and keep
+    the feasible (x >= 0) solution of least objective. The minimiser lies in the relative interior of some
+    face, where it solves that face's KKT system, so the best feasible face solution is the minimum."""
+    m = len(c)
+    Hs = (H + H.T) / 2
+    best, best_val = None, np.inf
+    for mask in range(1, 1 << m):
+        S = [i for i in range(m) if mask >> i & 1]
+        k = len(S)
+        A = np.zeros((k + 1, k + 1))
+        A[:k, :k] = 2 * Hs[np.ix_(S, S)]
+        A[:k, k] = A[k, :k] = 1.0
+        rhs = np.concatenate([2 * c[S], [1.0]])
+        sol = np.linalg.lstsq(A, rhs, rcond=None)[0]
+        xs = sol[:k]
+        if xs.min() < -1e-12 or abs(xs.sum() - 1) > 1e-9:
+            continue
+        x = np.zeros(m)
+        x[S] = np.maximum(xs, 0.0)
+        x /= x.sum()
+        val = float(x @ Hs @ x - 2 * c @ x)
+        if val < best_val - 1e-15:
+            best, best_val = x, val
+    assert best is not None  # every vertex is feasible
+    return best
+
+
+def simplex_qp(H: np.ndarray, c: np.ndarray, x0: np.ndarray, iters: int = 500,
+               exact: Optional[bool] = None) -> np.ndarray:
+    """argmin_{x in simplex} x^T H x - 2 c^T x: exact face enumeration (:func:`simplex_qp_faces`) for up to
+    :data:`EXACT_QP_MAX_DIM` variables (``exact=None``), else FISTA with step 1 / (2 ||H||_2) from ``x0``."""
+    if exact or (exact is None and len(c) <= EXACT_QP_MAX_DIM):
+        return simplex_qp_faces(H, c)
     L = 2 * max(np.linalg.eigvalsh((H + H.T) / 2).max(), 1e-12)
     x = y = project_simplex(x0)
     t = 1.0
@@ -159,41 +200,126 @@ def fit_generator(bases: Sequence[Graphon], target: Graphon, alpha: Optional[flo
 
 
 # ----------------------------------------------------------------------------------- bases
-def topology_features(graphs: Sequence[Data], name: str = "graphs", progress: bool = False) -> np.ndarray:
+def topology_features(graphs: Sequence[Data], name: str = "graphs", progress: Optional[bool] = None) -> np.ndarray:
     """[num_graphs, len(STAT_NAMES)] statistics used for topological bases."""
     return np.stack([graph_statistics(g, f"{name} graph {i}")
-                     for i, g in enumerate(tqdm(graphs, desc=f"stats {name}", disable=not progress, leave=False))])
+                     for i, g in enumerate(tqdm(graphs, desc=f"stats {name}", disable=not show_progress(progress), leave=False))])
 
 
-def build_bases(pretrain: Mapping[str, Sequence[Data]], cfg: FeasibilityConfig) -> List[Graphon]:
-    """Graphon bases of the W2PGNN generator space from named pretraining sets."""
+def graphs_fingerprint(graphs: Sequence[Data]) -> str:
+    """Content hash of a graph list (node counts and edge lists, in order): the cache key of its graphons."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for g in graphs:
+        h.update(int(g.num_nodes or 0).to_bytes(8, "little"))
+        ei = g.edge_index.cpu().numpy().astype(np.int64, copy=False)
+        h.update(ei.shape[1].to_bytes(8, "little"))
+        h.update(np.ascontiguousarray(ei).tobytes())
+    return h.hexdigest()
+
+
+class GraphonCache:
+    """Per-dataset work shared across (downstream, pretraining) pairs: topology statistics, graphon bases
+    and downstream graphons, keyed by the graphs' content (:func:`graphs_fingerprint`) and every setting that
+    changes them. A cached result is the very object the uncached path computes (same numbers)."""
+
+    def __init__(self) -> None:
+        self.store: Dict[Tuple, object] = {}
+        self.hits = 0
+        self.misses = 0
+        self._fp: Dict[int, Tuple[Sequence[Data], str]] = {}
+
+    def fingerprint(self, graphs: Sequence[Data]) -> str:
+        ref = self._fp.get(id(graphs))
+        if ref is None or ref[0] is not graphs:  # keep the list alive so its id is not reused
+            ref = (graphs, graphs_fingerprint(graphs))
+            self._fp[id(graphs)] = ref
+        return ref[1]
+
+    def get(self, key: Tuple, make):  # type: ignore[no-untyped-def]
+        if key in self.store:
+            self.hits += 1
+            return self.store[key]
+        self.misses += 1
+        value = make()
+        self.store[key] = value
+        return value
+
+
+def _est_key(cfg: FeasibilityConfig) -> Tuple:
+    return (cfg.resolution, cfg.estimator, cfg.smoothing)
+
+
+def build_bases(pretrain: Mapping[str, Sequence[Data]], cfg: FeasibilityConfig,
+                cache: Optional[GraphonCache] = None) -> List[Graphon]:
+    """Graphon bases of the W2PGNN generator space from named pretraining sets.
+
+    One pass over the graphs projects each graph once into every basis holding it (integrated, its
+    domain, its topological cluster). ``cache`` reuses topology statistics and whole basis lists across
+    calls (e.g. every downstream set of a ranking)."""
     unknown = set(cfg.bases) - set(BASIS_KINDS)
     if unknown or not cfg.bases:
         raise ValueError(f"bases must be a non-empty subset of {BASIS_KINDS}, got {cfg.bases}")
     if not pretrain:
         raise ValueError("no pretraining data given")
-    est = dict(resolution=cfg.resolution, estimator=cfg.estimator, smoothing=cfg.smoothing,
-               progress=cfg.progress)
-    out: List[Graphon] = []
+    if cache is not None:
+        key = ("bases", tuple((n, cache.fingerprint(gs)) for n, gs in pretrain.items()), _est_key(cfg),
+               tuple(cfg.bases), cfg.num_topological, cfg.seed)
+        return cache.get(key, lambda: _build_bases(pretrain, cfg, cache))  # type: ignore[return-value]
+    return _build_bases(pretrain, cfg, None)
+
+
+def _topology(graphs: Sequence[Data], cfg: FeasibilityConfig, cache: Optional[GraphonCache]) -> np.ndarray:
+    if cache is None:
+        return topology_features(graphs, "pretraining", cfg.progress)
+    return cache.get(("stats", cache.fingerprint(graphs)),  # type: ignore[return-value]
+                     lambda: topology_features(graphs, "pretraining", cfg.progress))
+
+
+def _build_bases(pretrain: Mapping[str, Sequence[Data]], cfg: FeasibilityConfig,
+                 cache: Optional[GraphonCache]) -> List[Graphon]:
     all_graphs = [g for gs in pretrain.values() for g in gs]
+    groups: Dict[str, List[int]] = {}
     if "integrated" in cfg.bases:
-        out.append(estimate_graphon(all_graphs, name="integrated", **est))
+        groups["integrated"] = list(range(len(all_graphs)))
     if "domain" in cfg.bases and len(pretrain) > 1:
-        out += [estimate_graphon(list(gs), name=f"domain:{n}", **est) for n, gs in pretrain.items()]
+        start = 0
+        for n, gs in pretrain.items():
+            groups[f"domain:{n}"] = list(range(start, start + len(gs)))
+            start += len(gs)
+    centroids: Dict[str, Dict[str, float]] = {}
     if "topological" in cfg.bases:
         from sklearn.cluster import KMeans
 
         k = min(cfg.num_topological, len(all_graphs))
-        feats = topology_features(all_graphs, "pretraining", cfg.progress)
+        if cache is not None and len(pretrain) > 1:  # per-set statistics are what recurs across analyses
+            feats = np.concatenate([_topology(list(gs), cfg, cache) for gs in pretrain.values()])
+        else:
+            feats = _topology(all_graphs if len(pretrain) > 1 else next(iter(pretrain.values())), cfg, cache)
         z = (feats - feats.mean(0)) / np.maximum(feats.std(0), 1e-12)
         labels = KMeans(n_clusters=k, n_init=10, random_state=cfg.seed).fit_predict(z)
         for c in range(k):
-            members = [g for g, l in zip(all_graphs, labels) if l == c]
-            if members:
-                gph = estimate_graphon(members, name=f"topo:{c}", **est)
-                gph.meta["centroid"] = dict(zip(STAT_NAMES, feats[labels == c].mean(0).round(4).tolist()))
-                out.append(gph)
+            idx = np.flatnonzero(labels == c).tolist()
+            if idx:
+                groups[f"topo:{c}"] = idx
+                centroids[f"topo:{c}"] = dict(zip(STAT_NAMES, feats[labels == c].mean(0).round(4).tolist()))
+    out = estimate_graphons(all_graphs, groups, cfg.resolution, cfg.estimator, cfg.smoothing, cfg.progress)
+    for g in out:
+        if g.name in centroids:
+            g.meta["centroid"] = centroids[g.name]
     return out
+
+
+def downstream_graphon(downstream: Sequence[Data], cfg: FeasibilityConfig,
+                       cache: Optional[GraphonCache] = None) -> Graphon:
+    """The downstream set's graphon (cached per set when ``cache`` is given)."""
+    def make() -> Graphon:
+        return estimate_graphon(downstream, resolution=cfg.resolution, estimator=cfg.estimator,
+                                smoothing=cfg.smoothing, name="downstream", progress=cfg.progress)
+    if cache is None:
+        return make()
+    return cache.get(("target", cache.fingerprint(downstream), _est_key(cfg)), make)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------- feasibility
@@ -211,12 +337,13 @@ class FeasibilityResult:
 
 
 def feasibility(pretrain: Mapping[str, Sequence[Data]], downstream: Sequence[Data],
-                cfg: Optional[FeasibilityConfig] = None, return_graphons: bool = False):
-    """W2PGNN feasibility of pretraining on ``pretrain`` (name -> graphs) for ``downstream`` graphs."""
+                cfg: Optional[FeasibilityConfig] = None, return_graphons: bool = False,
+                cache: Optional[GraphonCache] = None):
+    """W2PGNN feasibility of pretraining on ``pretrain`` (name -> graphs) for ``downstream`` graphs.
+    ``cache`` (a :class:`GraphonCache`) shares per-dataset graphons across calls; same numbers."""
     cfg = cfg or FeasibilityConfig()
-    bases = build_bases(pretrain, cfg)
-    target = estimate_graphon(downstream, resolution=cfg.resolution, estimator=cfg.estimator,
-                              smoothing=cfg.smoothing, name="downstream", progress=cfg.progress)
+    bases = build_bases(pretrain, cfg, cache)
+    target = downstream_graphon(downstream, cfg, cache)
     fit = fit_generator(bases, target, cfg.alpha, cfg.max_iter, cfg.tol)
     res = FeasibilityResult(-fit.distance, fit.distance,
                             {b.name: float(w) for b, w in zip(bases, fit.weights)},
@@ -227,10 +354,12 @@ def feasibility(pretrain: Mapping[str, Sequence[Data]], downstream: Sequence[Dat
 
 
 def rank_pretraining_sets(candidates: Mapping[str, Sequence[Data]], downstream: Sequence[Data],
-                          cfg: Optional[FeasibilityConfig] = None) -> List[Tuple[str, FeasibilityResult]]:
+                          cfg: Optional[FeasibilityConfig] = None, cache: Optional[GraphonCache] = None
+                          ) -> List[Tuple[str, FeasibilityResult]]:
     """Feasibility of each candidate pretraining set alone, best (highest) first."""
     cfg = cfg or FeasibilityConfig()
-    scored = [(name, feasibility({name: gs}, downstream, cfg)) for name, gs in candidates.items()]
+    cache = cache if cache is not None else GraphonCache()
+    scored = [(name, feasibility({name: gs}, downstream, cfg, cache=cache)) for name, gs in candidates.items()]
     return sorted(scored, key=lambda t: -t[1].feasibility)
 
 
@@ -244,7 +373,7 @@ def _spearman(x: Sequence[float], y: Sequence[float]) -> Dict[str, float]:
     return {"rho": float(r.statistic), "p": float(r.pvalue), "n": len(x)}
 
 
-def feasibility_vs_gain(spec: Mapping[str, object], out_dir: str, progress: bool = True) -> Dict[str, object]:
+def feasibility_vs_gain(spec: Mapping[str, object], out_dir: str, progress: Optional[bool] = None) -> Dict[str, object]:
     """The W2PGNN validation (paper Sec. 5.2): for every (pretraining set, downstream set) pair measure the
     gain of pretraining (linear probe with k-fold CV, pretrained minus the same encoder at random init,
     averaged over seeds) and the feasibility score, then their Spearman rank correlation.
@@ -310,6 +439,7 @@ def feasibility_vs_gain(spec: Mapping[str, object], out_dir: str, progress: bool
 
     rows = []
     graphs_cache: Dict[str, list] = {}
+    graphon_cache = GraphonCache()
 
     def graphs_of(source: str) -> list:
         if source not in graphs_cache:
@@ -338,7 +468,7 @@ def feasibility_vs_gain(spec: Mapping[str, object], out_dir: str, progress: bool
             for s in seeds:
                 modality = build_modality(cfg_for(p, s, probe_source=d))
                 accs[s] = cv_accuracy(modality, encoders[(p, s)], s)
-            fz = feasibility({p: graphs_of(p)}, graphs_of(d), fcfg)
+            fz = feasibility({p: graphs_of(p)}, graphs_of(d), fcfg, cache=graphon_cache)
             row = {"pretrain": p, "downstream": d, "acc_pretrained": float(np.mean(list(accs.values()))),
                    "acc_random": float(np.mean(list(base.values()))),
                    "gain": float(np.mean([accs[s] - base[s] for s in seeds])),

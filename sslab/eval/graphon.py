@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import shortest_path
 from tqdm.auto import tqdm
 
+from sslab.core.progress import show_progress
 from sslab.datasets.graphs import GraphDataError
 
 if TYPE_CHECKING:
@@ -38,8 +39,14 @@ if TYPE_CHECKING:
 
 
 # ----------------------------------------------------------------------------------- graph -> matrices
-def adjacency(g: Data, where: str = "graph") -> sp.csr_matrix:
-    """Symmetric binary adjacency (no self-loops) as CSR; empty graphs raise."""
+DENSE_MAX_NODES = 1000
+"""Graphs up to this many nodes get a dense numpy adjacency: building a scipy CSR matrix costs ~1 ms per
+graph, which dominated graphon estimation and graph statistics on TU sets (tens of nodes per graph)."""
+
+
+def adjacency(g: Data, where: str = "graph", dense: Optional[bool] = None) -> sp.csr_matrix | np.ndarray:
+    """Symmetric binary adjacency (no self-loops); empty graphs raise. Dense ``float64`` array for graphs of
+    at most :data:`DENSE_MAX_NODES` nodes (``dense=None``), else CSR; both hold the same 0/1 entries."""
     n = int(g.num_nodes or 0)
     if n <= 0:
         raise GraphDataError(f"{where}: empty graph (0 nodes) cannot be turned into a graphon")
@@ -47,6 +54,11 @@ def adjacency(g: Data, where: str = "graph") -> sp.csr_matrix:
     if ei.size and (ei.min() < 0 or ei.max() >= n):
         raise GraphDataError(f"{where}: edge index out of range for {n} nodes")
     keep = ei[0] != ei[1]  # self-loops carry no pair information
+    if (n <= DENSE_MAX_NODES) if dense is None else dense:
+        a = np.zeros((n, n))
+        a[ei[0, keep], ei[1, keep]] = 1.0  # duplicates collapse; binary
+        a[ei[1, keep], ei[0, keep]] = 1.0
+        return a
     r = np.concatenate([ei[0, keep], ei[1, keep]])
     c = np.concatenate([ei[1, keep], ei[0, keep]])
     a = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
@@ -63,7 +75,7 @@ def overlap_matrix(n: int, resolution: int) -> np.ndarray:
     return np.clip(hi - lo, 0.0, None)
 
 
-def degree_order(a: sp.csr_matrix) -> np.ndarray:
+def degree_order(a: sp.csr_matrix | np.ndarray) -> np.ndarray:
     """Node order by degree, descending (stable, so ties keep their input order)."""
     deg = np.asarray(a.sum(axis=1)).ravel()
     return np.argsort(-deg, kind="stable")
@@ -91,13 +103,17 @@ def _est_sas(a: sp.csr_matrix, **_: float) -> sp.csr_matrix:
     return a
 
 
+def _dense(a: sp.spmatrix | np.ndarray) -> np.ndarray:
+    return a.toarray() if sp.issparse(a) else np.asarray(a)
+
+
 def _est_usvt(a: sp.csr_matrix, eta: float = 0.01, **_: float) -> np.ndarray:
     n = a.shape[0]
     if n < 2:
-        return a.toarray()
+        return _dense(a)
     from threadpoolctl import threadpool_limits  # scikit-learn dependency
 
-    dense = a.toarray()
+    dense = _dense(a)
     rho = dense.sum() / (n * (n - 1))
     sigma = np.sqrt(max(rho * (1 - rho), 1.0 / n))
     with threadpool_limits(1):  # many small SVDs: BLAS threads only oversubscribe (30x slower measured)
@@ -194,60 +210,123 @@ def combine(bases: Sequence[Graphon], weights: Sequence[float], name: str = "gen
     return Graphon(W, name, sum(b.num_graphs for b in bases), bases[0].estimator)
 
 
-def estimate_graphon(graphs: Sequence[Data], resolution: int = 32, estimator: str = "sas",
-                     smoothing: Optional[float] = None, name: str = "graphon", progress: bool = False,
-                     **est_kwargs: float) -> Graphon:
-    """Average degree-sorted step function of ``graphs`` at ``resolution`` bins per axis.
-
-    ``smoothing``: TV weight applied to the averaged grid (default 0.02 for ``sas``, 0 otherwise).
-    """
+def _check_estimator(estimator: str, resolution: int) -> None:
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown graphon estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}")
     if resolution < 2:
         raise ValueError(f"resolution must be >= 2, got {resolution}")
-    if len(graphs) == 0:
-        raise GraphDataError(f"{name}: no graphs to estimate a graphon from")
-    est = ESTIMATORS[estimator]
-    edge_acc = np.zeros((resolution, resolution))
-    pair_acc = np.zeros((resolution, resolution))
-    for i, g in enumerate(tqdm(graphs, desc=f"graphon {name}", disable=not progress, leave=False)):
-        a = adjacency(g, f"{name} graph {i}")
-        e, pm = project(est(a, **est_kwargs), degree_order(a), resolution)
-        edge_acc += e
-        pair_acc += pm
+
+
+def graph_masses(g: Data, resolution: int, estimator: str = "sas", where: str = "graph",
+                 **est_kwargs: float) -> Tuple[np.ndarray, np.ndarray]:
+    """One graph's ``(edge mass, pair mass)`` on the K x K grid (:func:`project` of the estimator's output)."""
+    a = adjacency(g, where)
+    return project(ESTIMATORS[estimator](a, **est_kwargs), degree_order(a), resolution)
+
+
+def finish_graphon(edge_acc: np.ndarray, pair_acc: np.ndarray, num_graphs: int, estimator: str = "sas",
+                   smoothing: Optional[float] = None, name: str = "graphon") -> Graphon:
+    """Pooled block average of accumulated masses, TV smoothing, clipping, symmetrisation."""
+    resolution = edge_acc.shape[0]
     # pooled block average over all (graph, u != v) pairs falling in a cell; a cell that only ever holds
     # self-pairs (all graphs smaller than the grid) is 0, as in the graph's own step function
     W = np.divide(edge_acc, pair_acc, out=np.zeros_like(edge_acc), where=pair_acc > 1e-12)
     weight = (0.02 if estimator == "sas" else 0.0) if smoothing is None else float(smoothing)
     W = np.clip(tv_denoise(W, weight), 0.0, 1.0)
     W = (W + W.T) / 2
-    return Graphon(W, name, len(graphs), estimator, {"resolution": resolution, "smoothing": weight})
+    return Graphon(W, name, num_graphs, estimator, {"resolution": resolution, "smoothing": weight})
+
+
+def estimate_graphon(graphs: Sequence[Data], resolution: int = 32, estimator: str = "sas",
+                     smoothing: Optional[float] = None, name: str = "graphon", progress: Optional[bool] = None,
+                     **est_kwargs: float) -> Graphon:
+    """Average degree-sorted step function of ``graphs`` at ``resolution`` bins per axis.
+
+    ``smoothing``: TV weight applied to the averaged grid (default 0.02 for ``sas``, 0 otherwise).
+    """
+    return estimate_graphons(graphs, {name: range(len(graphs))}, resolution, estimator, smoothing, progress,
+                             **est_kwargs)[0]
+
+
+def estimate_graphons(graphs: Sequence[Data], groups: Dict[str, Sequence[int]], resolution: int = 32,
+                      estimator: str = "sas", smoothing: Optional[float] = None, progress: Optional[bool] = None,
+                      **est_kwargs: float) -> List[Graphon]:
+    """Several graphons from one pass over ``graphs``: ``groups`` maps a graphon name to the indices of its
+    graphs. Each graph is projected once and added to every group holding it, in graph order, so each
+    graphon equals ``estimate_graphon`` of its graphs exactly (W2PGNN's integrated and topological bases
+    share their graphs: one projection instead of two)."""
+    _check_estimator(estimator, resolution)
+    member = np.zeros((len(graphs), len(groups)), dtype=bool)
+    for j, (name, idx) in enumerate(groups.items()):
+        member[np.asarray(list(idx), dtype=int), j] = True
+        if not member[:, j].any():
+            raise GraphDataError(f"{name}: no graphs to estimate a graphon from")
+    k = len(groups)
+    edge_acc = np.zeros((k, resolution, resolution))
+    pair_acc = np.zeros((k, resolution, resolution))
+    label = next(iter(groups)) if k == 1 else "bases"
+    for i, g in enumerate(tqdm(graphs, desc=f"graphon {label}", disable=not show_progress(progress), leave=False)):
+        which = np.flatnonzero(member[i])
+        if not len(which):
+            continue
+        e, pm = graph_masses(g, resolution, estimator, f"{label} graph {i}", **est_kwargs)
+        for j in which:
+            edge_acc[j] += e
+            pair_acc[j] += pm
+    return [finish_graphon(edge_acc[j], pair_acc[j], int(member[:, j].sum()), estimator, smoothing, name)
+            for j, name in enumerate(groups)]
 
 
 # ----------------------------------------------------------------------------------- graph statistics
 STAT_NAMES = ("log_nodes", "density", "clustering", "degree_mean", "degree_std", "degree_skew", "diameter")
 
 
+def _bfs(a: np.ndarray, source: int) -> np.ndarray:
+    """Hop distances from ``source`` in a dense 0/1 adjacency (``inf`` where unreachable)."""
+    n = a.shape[0]
+    dist = np.full(n, np.inf)
+    dist[source] = 0
+    frontier = np.zeros(n, dtype=bool)
+    frontier[source] = True
+    seen = frontier.copy()
+    hop = 0
+    adj = a > 0
+    while frontier.any():
+        hop += 1
+        frontier = adj[frontier].any(axis=0) & ~seen
+        dist[frontier] = hop
+        seen |= frontier
+    return dist
+
+
 def graph_statistics(g: Data, where: str = "graph") -> np.ndarray:
     """Topological statistics of one graph, in ``STAT_NAMES`` order.
 
     ``diameter`` is the double-sweep BFS lower bound (exact on trees, usually exact in practice), computed
-    from the highest-degree node's component so the cost stays O(E) per graph.
+    from the highest-degree node's component so the cost stays O(E) per graph (dense graphs: a numpy BFS,
+    the same hop counts as scipy's ``shortest_path``).
     """
     a = adjacency(g, where)
     n = a.shape[0]
     deg = np.asarray(a.sum(axis=1)).ravel()
     density = deg.sum() / (n * (n - 1)) if n > 1 else 0.0
-    tri = np.asarray((a @ a).multiply(a).sum(axis=1)).ravel() / 2
+    if sp.issparse(a):
+        tri = np.asarray((a @ a).multiply(a).sum(axis=1)).ravel() / 2
+    else:
+        tri = ((a @ a) * a).sum(axis=1) / 2
     pairs = deg * (deg - 1) / 2
     clustering = float(np.mean(np.divide(tri, pairs, out=np.zeros_like(tri), where=pairs > 0)))
     sd = deg.std()
     skew = float(((deg - deg.mean()) ** 3).mean() / sd ** 3) if sd > 0 else 0.0
     diameter = 0.0
-    if n > 1 and a.nnz:
-        d0 = shortest_path(a, unweighted=True, directed=False, indices=int(np.argmax(deg)))
+    if n > 1 and deg.sum() > 0:
+        if sp.issparse(a):
+            sweep = lambda i: shortest_path(a, unweighted=True, directed=False, indices=i)  # noqa: E731
+        else:
+            sweep = lambda i: _bfs(a, i)  # noqa: E731
+        d0 = sweep(int(np.argmax(deg)))
         far = int(np.argmax(np.where(np.isfinite(d0), d0, -1)))
-        d1 = shortest_path(a, unweighted=True, directed=False, indices=far)
+        d1 = sweep(far)
         diameter = float(np.max(d1[np.isfinite(d1)]))
     return np.array([np.log(n), density, clustering, deg.mean(), sd, skew, diameter])
 
@@ -273,19 +352,56 @@ def gw_objective(C1: np.ndarray, C2: np.ndarray, T: np.ndarray, M: Optional[np.n
     return float((1 - alpha) * np.sum(M * T) + alpha * gw)
 
 
+def assignment_lp(a: np.ndarray, b: np.ndarray, M: np.ndarray, *args: object, **kwargs: object):
+    """Drop-in for ``ot.emd(a, b, M, ..., log=True)`` inside POT's conditional gradient when both marginals
+    are uniform over the same number of points: the LP is then an assignment problem (the coupling polytope
+    is the Birkhoff polytope / K, whose vertices are permutations / K), solved exactly by scipy's
+    Jonker-Volgenant ``linear_sum_assignment`` (~0.05 ms vs ~1 ms for the network simplex at K = 50).
+    Any other marginals go to ``ot.emd``. Both return an optimal vertex; only ties may break differently."""
+    import ot
+
+    n = len(a)
+    if n == len(b) and np.all(a == a[0]) and np.all(b == b[0]) and np.isclose(a[0] * n, 1.0):
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(M)
+        G = np.zeros((n, n))
+        G[rows, cols] = 1.0 / n
+        log = {"cost": float(M[rows, cols].sum() / n), "warning": None, "result_code": 1}
+        return (G, log) if kwargs.get("log") or (len(args) > 1 and args[1]) else G
+    return ot.lp.emd(a, b, M, *args, **kwargs)
+
+
+class _AssignmentLP:
+    """Context: POT's conditional-gradient LP step (``ot.optim.emd``) becomes :func:`assignment_lp`."""
+
+    def __enter__(self) -> None:
+        import ot.optim
+
+        self._saved = ot.optim.emd
+        ot.optim.emd = assignment_lp
+
+    def __exit__(self, *exc: object) -> None:
+        import ot.optim
+
+        ot.optim.emd = self._saved
+
+
 def solve_gw(C1: np.ndarray, C2: np.ndarray, G0: Optional[np.ndarray] = None, alpha: Optional[float] = None,
              M: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
-    """One POT solve (conditional gradient) from ``G0``; plain GW if ``alpha`` is None, else fused."""
+    """One POT solve (conditional gradient) from ``G0``; plain GW if ``alpha`` is None, else fused. The LP
+    step runs as an assignment problem (:func:`assignment_lp`; graphons share one uniform grid)."""
     import ot
 
     p = np.full(C1.shape[0], 1.0 / C1.shape[0])
     q = np.full(C2.shape[0], 1.0 / C2.shape[0])
-    if alpha is None:
-        T = ot.gromov.gromov_wasserstein(C1, C2, p, q, loss_fun="square_loss", G0=G0, max_iter=200,
-                                         tol_rel=1e-7, tol_abs=1e-10)
-        return gw_objective(C1, C2, T), T
-    T = ot.gromov.fused_gromov_wasserstein(M, C1, C2, p, q, loss_fun="square_loss", alpha=alpha, G0=G0,
-                                           max_iter=1000, tol_rel=1e-7, tol_abs=1e-10)
+    with _AssignmentLP():
+        if alpha is None:
+            T = ot.gromov.gromov_wasserstein(C1, C2, p, q, loss_fun="square_loss", G0=G0, max_iter=200,
+                                             tol_rel=1e-7, tol_abs=1e-10)
+            return gw_objective(C1, C2, T), T
+        T = ot.gromov.fused_gromov_wasserstein(M, C1, C2, p, q, loss_fun="square_loss", alpha=alpha, G0=G0,
+                                               max_iter=1000, tol_rel=1e-7, tol_abs=1e-10)
     return gw_objective(C1, C2, T, M, alpha), T
 
 

@@ -1,12 +1,14 @@
 """Frozen-feature evaluation: linear probe (scikit-learn) and weighted kNN.
 
-Linear probe: standardize, then logistic regression (multiclass: accuracy + macro-F1; multilabel:
-one-vs-rest, macro ROC-AUC over classes present in both splits) or ridge (regression: R^2), with an
-optional label fraction (stratified where possible). kNN: cosine similarity, votes weighted by
+Linear probe: standardize, then class-balanced logistic regression (multiclass: accuracy, balanced
+accuracy, macro-F1, ROC-AUC; multilabel: one-vs-rest, macro ROC-AUC over classes present in both splits)
+or ridge (regression: R^2), with an optional label fraction (stratified where possible). Degenerate probes
+(one predicted class, constant scores) are flagged, not scored. kNN: cosine similarity, votes weighted by
 ``exp(sim / T)`` over the k nearest training points (Wu et al. 2018; DINO's kNN evaluation).
 """
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -51,23 +53,74 @@ def subsample(y: np.ndarray, fraction: float, task: str, seed: int = 0) -> np.nd
     return np.sort(rng.choice(n, size=min(k, n), replace=False))
 
 
+CLASS_WEIGHTS = ("balanced", None)
+
+
+def _class_weight(value: Optional[str]) -> Optional[str]:
+    """``"balanced"`` (default) or off (``None``/``"none"``; YAML ``null``)."""
+    if value is None or str(value).lower() in ("none", "null", "off", "false"):
+        return None
+    if value != "balanced":
+        raise ProbeError(f"probe.class_weight must be 'balanced' or none, got {value!r}")
+    return "balanced"
+
+
+def degenerate_reason(pred: np.ndarray, scores: Optional[np.ndarray] = None, tol: float = 1e-12) -> Optional[str]:
+    """Why a classifier's test output says nothing (one predicted class, constant scores), else ``None``."""
+    pred = np.asarray(pred)
+    if len(pred) > 1 and len(np.unique(pred)) == 1:
+        return f"one predicted class ({pred[0]}) for all {len(pred)} test items"
+    if scores is not None:
+        s = np.asarray(scores, dtype=np.float64)
+        if len(s) > 1 and np.all(np.ptp(s, axis=0) <= tol):
+            return f"constant scores for all {len(s)} test items"
+    return None
+
+
+def _classification_scores(y_test: np.ndarray, pred: np.ndarray, proba: np.ndarray,
+                           classes: np.ndarray) -> Dict[str, Any]:
+    """accuracy, balanced accuracy, macro-F1, per-class recall and ROC-AUC (binary: P(class 1); more classes:
+    one-vs-rest macro average over the classes present in the test split)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+
+    out: Dict[str, Any] = {
+        "accuracy": float(accuracy_score(y_test, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_test, pred)),
+        "macro_f1": float(f1_score(y_test, pred, average="macro")),
+        "per_class_recall": {str(c): float((pred[y_test == c] == c).mean()) for c in np.unique(y_test)},
+    }
+    present = np.unique(y_test)
+    col = {c: j for j, c in enumerate(classes)}
+    if len(present) >= 2 and all(c in col for c in present):
+        if len(classes) == 2 and len(present) == 2:
+            out["auc"] = float(roc_auc_score(y_test, proba[:, 1]))
+        elif len(classes) > 2:
+            out["auc"] = float(np.mean([roc_auc_score(y_test == c, proba[:, col[c]]) for c in present]))
+    return out
+
+
 def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  task: str = "multiclass", C: float = 1.0, max_iter: int = 2000,
                  label_fraction: float = 1.0, seed: int = 0,
-                 class_weight: Optional[str] = None) -> Dict[str, Any]:
+                 class_weight: Optional[str] = "balanced") -> Dict[str, Any]:
     """Fit a linear model on frozen features and score it on the test split.
 
-    ``class_weight="balanced"`` reweights classes inversely to their frequency (imbalanced labels,
-    e.g. AAMI beat classes); multiclass results include per-class recall.
+    Classification uses class-balanced logistic regression by default (``class_weight="balanced"``:
+    sample weights n / (K n_c), King & Zeng 2001; ``None`` turns it off), so a majority class does not
+    swallow the probe on imbalanced data. Multiclass rows carry accuracy, balanced accuracy (mean
+    per-class recall), macro-F1, per-class recall and ROC-AUC (binary, or one-vs-rest macro). A probe whose
+    test predictions are one class, or whose scores are constant, is returned with ``"degenerate": why``
+    and no metric values (a number would read as a result).
     """
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
+    from sklearn.metrics import r2_score, roc_auc_score
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if task not in TASKS:
         raise ProbeError(f"task must be one of {TASKS}, got {task!r}")
+    class_weight = _class_weight(class_weight)
     X_train, X_test = np.asarray(X_train, dtype=np.float64), np.asarray(X_test, dtype=np.float64)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     _check(X_train, y_train, "train")
@@ -81,7 +134,11 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
         if task == "regression":
             model = make_pipeline(StandardScaler(), Ridge(alpha=1.0 / C))
             model.fit(Xtr, ytr)
-            result["r2"] = float(r2_score(y_test, model.predict(X_test)))
+            pred = model.predict(X_test)
+            if len(pred) > 1 and np.ptp(pred) <= 1e-12:
+                result["degenerate"] = f"constant predictions for all {len(pred)} test items"
+                return result
+            result["r2"] = float(r2_score(y_test, pred))
             return result
         if task == "multiclass":
             if len(np.unique(ytr)) < 2:
@@ -90,12 +147,13 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
                                                                        class_weight=class_weight))
             model.fit(Xtr, ytr)
             pred = model.predict(X_test)
-            result["accuracy"] = float(accuracy_score(y_test, pred))
-            result["macro_f1"] = float(f1_score(y_test, pred, average="macro"))
-            result["per_class_recall"] = {str(c): float((pred[y_test == c] == c).mean())
-                                          for c in np.unique(y_test)}
-            if len(np.unique(ytr)) == 2 and len(np.unique(y_test)) == 2:  # binary: also ROC-AUC
-                result["auc"] = float(roc_auc_score(y_test, model.predict_proba(X_test)[:, 1]))
+            proba = model.predict_proba(X_test)
+            result["class_weight"] = class_weight or "none"
+            why = degenerate_reason(pred, proba)
+            if why is not None:
+                result["degenerate"] = why
+                return result
+            result.update(_classification_scores(y_test, pred, proba, model.classes_))
             return result
         # multilabel: y is [N, K] of 0/1; classes constant in train or test cannot be scored
         if ytr.ndim != 2:
@@ -108,6 +166,11 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y
             LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight)))
         model.fit(Xtr, ytr[:, usable])
         scores = model.predict_proba(X_test)
+        result["class_weight"] = class_weight or "none"
+        flat = [j for j in range(scores.shape[1]) if np.ptp(scores[:, j]) <= 1e-12]
+        if len(flat) == scores.shape[1]:
+            result["degenerate"] = f"constant scores for all {len(scores)} test items in every class"
+            return result
         aucs = [roc_auc_score(y_test[:, k], scores[:, j]) for j, k in enumerate(usable)]
         result["macro_auc"] = float(np.mean(aucs))
         result["classes_scored"] = len(usable)
@@ -149,14 +212,15 @@ def knn_probe(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_te
 def extract_features(embed: Callable[[Any], torch.Tensor], dataset: Dataset,
                      collate_fn: Optional[Callable[[Sequence[Any]], Any]] = None,
                      device: torch.device = torch.device("cpu"), batch_size: int = 64,
-                     progress: bool = False, desc: str = "features") -> Tuple[np.ndarray, np.ndarray]:
+                     progress: Optional[bool] = None, desc: str = "features") -> Tuple[np.ndarray, np.ndarray]:
     """Run ``embed(inputs) -> [B, D]`` over a dataset of ``(inputs, label)`` pairs."""
     from sslab.core.data import move_to_device
+    from sslab.core.progress import show_progress
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn or default_collate)
     feats, labels = [], []
     it = loader
-    if progress:
+    if show_progress(progress):
         from tqdm.auto import tqdm
 
         it = tqdm(loader, desc=desc, leave=False)
@@ -167,27 +231,115 @@ def extract_features(embed: Callable[[Any], torch.Tensor], dataset: Dataset,
     return np.concatenate(feats), np.concatenate(labels)
 
 
-def headline(result: Dict[str, Any]) -> Tuple[str, float]:
-    """The main score of a probe result (name, value)."""
-    for key in ("macro_auc", "accuracy", "r2"):
-        if key in result:
+HEADLINE_KEYS = ("macro_auc", "auc", "balanced_accuracy", "accuracy", "r2")
+"""Headline metric, first present wins: multilabel macro AUC, binary/one-vs-rest AUC, balanced accuracy
+(chance = 1/K whatever the class balance), plain accuracy (older rows), R^2."""
+
+METRIC_KEYS = ("auc", "balanced_accuracy", "accuracy", "macro_f1", "macro_auc", "r2", "knn_accuracy")
+"""Metrics shown (as mean +- std across folds/repeats) by :func:`format_table`."""
+
+
+def headline(result: Dict[str, Any]) -> Tuple[str, Optional[float]]:
+    """The main score of a probe row ``(name, value)``; a degenerate row's value is ``None`` (never a number)."""
+    if "degenerate" in result:
+        return "degenerate", None
+    for key in HEADLINE_KEYS:
+        if key in result and result[key] is not None:
             return key, float(result[key])
     raise KeyError("no score in probe result")
 
 
+_FOLD = re.compile(r"^(?P<base>.*?)/(?:fold|rep|repeat)\d+(?:/(?:fold|rep|repeat)\d+)?$")
+
+
+def group_key(row: Dict[str, Any]) -> Tuple[str, str, float]:
+    """(task without its fold/repeat suffix, encoder, label fraction): the unit repeated-CV rows summarise.
+
+    Fold rows are recognised by a ``task`` ending in ``/fold<k>`` (``/rep<r>/fold<k>``) or by ``fold`` /
+    ``repeat`` keys with the plain task name."""
+    task = str(row.get("task", ""))
+    m = _FOLD.match(task)
+    base = m.group("base") if m else task
+    return base, str(row.get("encoder", "")), float(row.get("label_fraction", 1.0))
+
+
+def is_fold_row(row: Dict[str, Any]) -> bool:
+    return "fold" in row or "repeat" in row or bool(_FOLD.match(str(row.get("task", ""))))
+
+
+def summarize_rows(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Collapse fold/repeat rows into one row per (task, encoder, label fraction): ``<metric>_mean``,
+    ``<metric>_std`` (population std over folds) and ``folds``; degenerate folds are counted
+    (``degenerate_folds``) and left out of the means. Rows that are not folds pass through unchanged."""
+    groups: Dict[Tuple[str, str, float], List[Dict[str, Any]]] = {}
+    order: List[Any] = []
+    for r in rows:
+        if not is_fold_row(r):
+            order.append(r)
+            continue
+        key = group_key(r)
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(r)
+    out: List[Dict[str, Any]] = []
+    for item in order:
+        if isinstance(item, dict):
+            out.append(item)
+            continue
+        members = groups[item]
+        task, enc, frac = item
+        summary: Dict[str, Any] = {"task": task, "encoder": enc, "label_fraction": frac, "folds": len(members)}
+        if "kind" in members[0]:
+            summary["kind"] = members[0]["kind"]
+        ok = [m for m in members if "degenerate" not in m]
+        bad = [m for m in members if "degenerate" in m]
+        if bad:
+            summary["degenerate_folds"] = len(bad)
+        for key in METRIC_KEYS:
+            vals = [float(m[key]) for m in ok if m.get(key) is not None]
+            if vals:
+                summary[f"{key}_mean"] = float(np.mean(vals))
+                summary[f"{key}_std"] = float(np.std(vals))
+        if not ok:
+            summary["degenerate"] = f"all {len(members)} folds degenerate ({bad[0]['degenerate']})"
+        out.append(summary)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, dict):
+        return " ".join(f"{k}:{x:.2f}" if isinstance(x, float) else f"{k}:{x}" for k, x in v.items())
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
 def format_table(rows: List[Dict[str, Any]]) -> str:
-    """Markdown table of probe rows (``task``, ``encoder``, metrics...)."""
+    """Markdown table of probe rows (``task``, ``encoder``, metrics...).
+
+    Fold / repeated-CV rows are summarised as ``mean ± std`` per (task, encoder, label fraction), with the
+    fold count (:func:`summarize_rows`); the per-fold rows stay in ``probe.json``. Degenerate rows show
+    ``degenerate: <why>`` instead of their metrics."""
     if not rows:
         return "(no probe results)"
+    shown = summarize_rows(rows)
     cols: List[str] = []
-    for r in rows:
+    for r in shown:
         for c in r:
-            if c not in cols:
-                cols.append(c)
-    def fmt(v: Any) -> str:
-        if isinstance(v, dict):
-            return " ".join(f"{k}:{x:.2f}" if isinstance(x, float) else f"{k}:{x}" for k, x in v.items())
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+            name = c[:-5] if c.endswith("_mean") else c
+            if c.endswith("_std") or name in cols:
+                continue
+            cols.append(name)
+    if any("degenerate" in r for r in shown) and "degenerate" in cols:
+        cols.remove("degenerate")
+        cols.append("degenerate")
+
+    def cell(r: Dict[str, Any], c: str) -> str:
+        if f"{c}_mean" in r:
+            return f"{r[f'{c}_mean']:.4f} ± {r[f'{c}_std']:.4f}"
+        if c in METRIC_KEYS and "degenerate" in r:
+            return "degenerate"
+        return _fmt(r.get(c, ""))
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in shown]
     return "\n".join(lines)

@@ -26,12 +26,32 @@ def split_indices(table: Table, test_fraction: float = 0.3, seed: int = 0) -> Tu
     return np.sort(tr), np.sort(te)
 
 
-def table_metrics(y_true: np.ndarray, scores: np.ndarray, task: str) -> Dict[str, float]:
+def _degenerate(scores: np.ndarray, task: str) -> Optional[str]:
+    """Why a baseline's test output carries no information (constant scores / one predicted class)."""
+    from sslab.eval.probe import degenerate_reason
+
+    if len(scores) < 2:
+        return None
+    if task == "regression":
+        return f"constant predictions for all {len(scores)} test rows" if np.ptp(scores) <= 1e-12 else None
+    if task == "binary":
+        if np.ptp(scores) <= 1e-12:
+            return f"constant scores ({float(scores[0]):.3f}) for all {len(scores)} test rows"
+        return degenerate_reason((scores > 0.5).astype(int))
+    return degenerate_reason(scores.argmax(1), scores)
+
+
+def table_metrics(y_true: np.ndarray, scores: np.ndarray, task: str) -> Dict[str, Any]:
     """binary: AUC + accuracy (scores = P(class 1)); multiclass: accuracy + macro F1 (scores [N, K]);
-    regression: R² + RMSE."""
+    regression: R² + RMSE. Constant scores or a single predicted class give ``{"degenerate": why}``
+    instead (e.g. HistGB with too few labelled rows to make one split predicts the prior for every row:
+    AUC 0.500 would read as a result)."""
     from sklearn.metrics import accuracy_score, f1_score, r2_score, roc_auc_score
 
     y_true, scores = np.asarray(y_true), np.asarray(scores)
+    why = _degenerate(scores, task)
+    if why is not None:
+        return {"degenerate": why}
     if task == "regression":
         return {"r2": float(r2_score(y_true, scores)), "rmse": float(np.sqrt(np.mean((y_true - scores) ** 2)))}
     if task == "binary":
@@ -84,7 +104,7 @@ BASELINES = {"linear": _linear_pipeline, "hgb": _hgb_pipeline}
 
 
 def sklearn_baselines(train: Table, test: Table, seed: int = 0,
-                      names: Optional[Tuple[str, ...]] = None) -> Dict[str, Dict[str, float]]:
+                      names: Optional[Tuple[str, ...]] = None) -> Dict[str, Dict[str, Any]]:
     """Fit each baseline on ``train`` and score it on ``test`` with :func:`table_metrics`."""
     Xtr, Xte, num, cat = _frames(train, test)
     ytr, classes = train.labels()
@@ -99,7 +119,7 @@ def sklearn_baselines(train: Table, test: Table, seed: int = 0,
     for c in cat:  # sklearn wants one dtype per categorical column; None -> NaN handled by imputer/encoder
         Xtr[c] = Xtr[c].astype(object).where(Xtr[c].notna(), np.nan)
         Xte[c] = Xte[c].astype(object).where(Xte[c].notna(), np.nan)
-    out: Dict[str, Dict[str, float]] = {}
+    out: Dict[str, Dict[str, Any]] = {}
     for name in names or tuple(BASELINES):
         model = BASELINES[name](num, cat, task, seed)
         with warnings.catch_warnings():

@@ -3,9 +3,17 @@
 ``data:`` section (validated by :class:`ECGDataConfig`)::
 
     source: synthetic | ptbxl | wfdb      what to pretrain on
-    probe_source: (default = source)      synthetic | ptbxl: what to probe on (synthetic->real transfer)
+    probe: {source, path, ...}            transfer: probe data (synthetic | ptbxl) + any data option below
+    probe_source, probe_path              legacy aliases of probe.source, probe.path
     beat_probe: {path, records, ...}      extra AAMI beat probe on MIT-BIH style records (see ecg_beat_probe)
     fs, leads, crop_seconds, ...          signal handling shared by all sources
+
+Transfer (``data.probe``): the probe records are read at the pretraining ``fs`` (resampled from the
+source's rate, e.g. PTB-XL ``rate: 500``) with leads placed by name, and standardised with the probe
+training records' own per-lead constants. A ``data.probe`` ``fs``, ``leads`` or ``crop_seconds`` other
+than the pretraining one (the encoder's patches and channels are fixed), a probe source without labels
+(``wfdb``) or a missing PTB-XL folder are refused before pretraining
+(:meth:`ECGModality.check_probe_compatible`).
 
 Probe features are the encoder's mean-pooled tokens averaged over ``crop_seconds`` crops taken every
 ``eval_stride_seconds`` (2.5 s every 1.25 s by default, as in ECG-JEPA's evaluation).
@@ -34,9 +42,10 @@ class ECGDataConfig:
     """The ``data:`` section of an ECG experiment."""
 
     source: str = "synthetic"
-    probe_source: Optional[str] = None
+    probe: Dict[str, Any] = field(default_factory=dict)  # transfer: probe data (source, path, options)
+    probe_source: Optional[str] = None  # legacy alias of probe.source
     path: str = ""  # ptbxl / wfdb folder
-    probe_path: str = ""  # ptbxl folder when probe_source differs from source
+    probe_path: str = ""  # legacy alias of probe.path
     fs: float = 100.0
     leads: List[str] = field(default_factory=lambda: list(LEADS_12))
     crop_seconds: float = 2.5
@@ -47,6 +56,7 @@ class ECGDataConfig:
     cache_dtype: str = "float16"
     workers: int = 0  # cache/synthetic generation processes (0: all cores, at most 8)
     on_bad_record: str = "error"  # error | skip (counted and logged)
+    short_records: str = "error"  # records shorter than crop_seconds: error (names it) | pad (zero-pad) | skip; counted
     # JEPA masks
     context_ratio: Tuple[float, float] = (0.15, 0.25)
     min_block_seconds: float = 0.5
@@ -111,15 +121,33 @@ class _SignalView:
 class ECGModality(Modality):
     """12-lead (or any lead set) ECG: pretraining crops + JEPA masks, PTB-XL / synthetic probes."""
 
+    probe_aliases = {"probe_source": "source", "probe_path": "path"}
+
+    def check_probe_compatible(self) -> None:
+        merged = self.probe_data_config()
+        if merged is None:
+            return
+        d = self.data
+        t = from_dict(ECGDataConfig, merged, path="data.probe")
+        check_signal_space(d, t, self.cfg.encoder)
+        if t.source == "wfdb":
+            raise ConfigError("data.probe.source: wfdb records carry no labels to probe; use ptbxl or synthetic")
+        if t.source == "ptbxl" and not (Path(t.path) / "ptbxl_database.csv").is_file():
+            raise ConfigError(f"data.probe.path: {t.path or '(unset)'} is not a PTB-XL folder (no ptbxl_database.csv)")
+        self.probe_twin()
+
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         self.data = from_dict(ECGDataConfig, cfg.data, path="data")
         d = self.data
-        for key, val in (("source", d.source), ("probe_source", d.probe_source or d.source)):
+        for key, val in (("source", d.source), ("probe_source", d.probe_source or d.source),
+                         ("probe.source", d.probe.get("source", d.source))):
             if val not in SOURCES:
                 raise ConfigError(f"data.{key}: expected one of {list(SOURCES)}, got {val!r}")
         if d.on_bad_record not in ("error", "skip"):
             raise ConfigError(f"data.on_bad_record: expected 'error' or 'skip', got {d.on_bad_record!r}")
+        if d.short_records not in ("error", "pad", "skip"):
+            raise ConfigError(f"data.short_records: expected 'error', 'pad' or 'skip', got {d.short_records!r}")
         if d.source in ("ptbxl", "wfdb") and not d.path:
             raise ConfigError(f"data.path: the {d.source} source needs a folder")
         self.patch_size = int(cfg.encoder.get("patch_size", 25))
@@ -170,9 +198,9 @@ class ECGModality(Modality):
         from sslab.datasets.ecg_ptbxl import PTBXL
 
         d = self.data
-        root = path or (d.path if d.source == "ptbxl" else d.probe_path)
+        root = path or d.path
         if not root:
-            raise ConfigError("data.probe_path: probing on ptbxl needs the PTB-XL folder")
+            raise ConfigError("data.probe.path: probing on ptbxl needs the PTB-XL folder")
         return PTBXL(root, d.label_set, d.rate, d.min_likelihood, d.missing_records)
 
     def _norm(self, signals) -> Optional[LeadNorm]:
@@ -193,6 +221,7 @@ class ECGModality(Modality):
 
             sig, lab, tr, _ = self.synthetic()
             norm = self._norm(np.asarray(sig[i]) for i in tr)
+            self.pretrain_norm = (norm, f"{len(tr)} synthetic training records")  # for input_pipeline()
             return SyntheticECG(sig, lab, tr, crop=self.crop, norm=norm), self.collator()
         from sslab.datasets.ecg_cache import CachedCrops
 
@@ -205,7 +234,8 @@ class ECGModality(Modality):
         cache = self._cache(records)
         idx = cache.valid_indices
         norm = cache.fit_norm(idx, d.clip) if d.normalize else None
-        return CachedCrops(cache, idx, self.crop, norm), self.collator()
+        self.pretrain_norm = (norm, f"{len(idx)} {d.source} pretraining records")  # for input_pipeline()
+        return CachedCrops(cache, idx, self.crop, norm, d.short_records), self.collator()
 
     def beat_probe_task(self) -> ProbeTask:
         """AAMI N/S/V/F/Q beats of ``data.beat_probe`` records, resampled to ``data.fs``, leads placed by name."""
@@ -222,6 +252,9 @@ class ECGModality(Modality):
                          BeatProbeSet(data, data.test, norm), None, list(AAMI_CLASSES))
 
     def probe_tasks(self) -> List[ProbeTask]:
+        twin = self.probe_twin()
+        if twin is not None:
+            return twin.probe_tasks()
         tasks = self._source_probe_tasks()
         if self.beat_cfg is not None:
             tasks.append(self.beat_probe_task())
@@ -229,7 +262,7 @@ class ECGModality(Modality):
 
     def _source_probe_tasks(self) -> List[ProbeTask]:
         d = self.data
-        src = d.probe_source or d.source
+        src = d.source
         stride = int(round(d.eval_stride_seconds * d.fs))
         if src == "synthetic":
             sig, lab, tr, te = self.synthetic()
@@ -265,6 +298,43 @@ class ECGModality(Modality):
 
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         return crop_averaged_embedding(encoder, inputs)
+
+
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """Rate, lead order, storage dtype, the pretraining records' per-lead mean/std and clip, crop and
+        evaluation stride, pooling. (The probe refits mean/std on its own training split; with the
+        pretraining records as probe training records the constants are the same.)"""
+        d = self.data
+        if not hasattr(self, "pretrain_norm"):
+            self.pretrain_data()
+        norm, fitted_on = self.pretrain_norm
+        return {"kind": "ecg", "fs": float(d.fs), "leads": list(d.leads),
+                # real records reach the probe through the cache (float16 by default): embed rounds the same way
+                "storage_dtype": d.cache_dtype if (d.probe_source or d.source) != "synthetic" else "float32",
+                "norm": None if norm is None else {"mean": norm.mean.tolist(), "std": norm.std.tolist(),
+                                                   "clip": norm.clip, "fitted_on": fitted_on},
+                "crop_samples": self.crop, "crop_seconds": d.crop_seconds,
+                "eval_stride_samples": int(round(d.eval_stride_seconds * d.fs)),
+                "eval_stride_seconds": d.eval_stride_seconds, "patch_size": self.patch_size,
+                "ptbxl_rate": d.rate,
+                "pooling": "mean of the encoder's tokens per crop, then mean over the record's crops"}
+def check_signal_space(pre: Any, probe: Any, encoder: Dict[str, Any]) -> None:
+    """Refuse probe ECGs whose sampling rate, lead set or crop length differs from the pretraining data's:
+    the encoder's patches (samples at ``fs``), input channels and crop length are fixed. ``pre``/``probe``
+    are ``data`` sections (ECG or ECG-text) with ``fs``, ``crop_seconds`` and optionally ``leads``."""
+    enc = f"{encoder.get('name', 'encoder')} (in_chans={encoder.get('in_chans', 12)}, " \
+          f"patch_size={encoder.get('patch_size', 25)})"
+    for key, unit in (("fs", "Hz"), ("crop_seconds", "s")):
+        a, b = getattr(pre, key), getattr(probe, key)
+        if a != b:
+            raise ConfigError(f"data.probe.{key}={b} {unit} differs from the pretraining data.{key}={a} {unit}: the "
+                              f"{enc} was trained on {a} {unit}; leave data.probe.{key} unset and the probe "
+                              "records are resampled to it")
+    a, b = list(getattr(pre, "leads", [])), list(getattr(probe, "leads", []))
+    if a != b:
+        raise ConfigError(f"data.probe.leads={b} differ from the pretraining data.leads={a}: the {enc} takes "
+                          "those leads in that order")
 
 
 def crop_averaged_embedding(encoder: nn.Module, inputs: Any) -> torch.Tensor:

@@ -8,6 +8,11 @@
     on_empty_report: error | skip        blank / punctuation-only reports: raise or drop and count
     vocab_size, tokenizer_path           report tokenizer: trained on the training reports, or loaded
     zero_shot: {prompts: {class: [..]}, templates: ["{}", ..]}   class prompts (defaults per source)
+    probe: {source, path, ...}           transfer: the ECG probe data (synthetic | ptbxl) + data options
+
+Transfer (``data.probe``): the ECG tower is probed on other labelled records, read at the pretraining
+``fs``; another ``fs`` or ``crop_seconds``, a label-less source (wfdb) or a missing PTB-XL folder are refused
+before pretraining (:meth:`ECGTextModality.check_probe_compatible`). Zero-shot stays on the pretraining data.
 
 The objective section is MELP's (:class:`sslab.objectives.melp.MELP`) plus an optional
 ``mlm: {steps, batch_size, lr}`` further-pretraining step of the text encoder on the training reports.
@@ -109,6 +114,7 @@ class ECGTextDataConfig:
     probe_labels: List[str] = field(default_factory=lambda: ["rhythm", "morphology"])
     report_facts: List[str] = field(default_factory=lambda: list(DEFAULT_REPORT_FACTS))  # + "morphology" opt-in
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    probe: Dict[str, Any] = field(default_factory=dict)  # transfer: ECG probe data (source, path, options)
 
 
 class _Signals:
@@ -293,9 +299,27 @@ class ECGTextModality(Modality):
         return objective
 
     # ------------------------------------------------------------------ probes / zero-shot
+    def check_probe_compatible(self) -> None:
+        from sslab.modalities.ecg import check_signal_space
+
+        merged = self.probe_data_config()
+        if merged is None:
+            return
+        t = from_dict(ECGTextDataConfig, merged, path="data.probe")
+        check_signal_space(self.data, t, self.cfg.encoder)
+        if t.source == "wfdb":
+            raise ConfigError("data.probe.source: wfdb header reports carry no class labels to probe; use ptbxl "
+                              "or synthetic")
+        if t.source == "ptbxl" and not (Path(t.path) / "ptbxl_database.csv").is_file():
+            raise ConfigError(f"data.probe.path: {t.path or '(unset)'} is not a PTB-XL folder (no ptbxl_database.csv)")
+        self.probe_twin()
+
     def probe_tasks(self) -> List[ProbeTask]:
         from sslab.modalities.ecg import ECGProbeSet, collate_crops
 
+        twin = self.probe_twin()
+        if twin is not None:
+            return twin.probe_tasks()
         d = self.data
         stride = int(round(d.eval_stride_seconds * d.fs))
         if d.source == "synthetic":
@@ -326,6 +350,21 @@ class ECGTextModality(Modality):
         from sslab.modalities.ecg import crop_averaged_embedding
 
         return crop_averaged_embedding(encoder, inputs)
+
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """The ECG tower's pipeline (the exported encoder): as the ecg modality's, with the pretraining pairs'
+        per-lead constants, which this modality's probes use as well."""
+        d = self.data
+        norm = self.split("train").get_signal.norm
+        return {"kind": "ecg", "fs": float(d.fs), "leads": list(LEADS_12),
+                "storage_dtype": d.cache_dtype if d.source != "synthetic" else "float32",
+                "norm": None if norm is None else {"mean": norm.mean.tolist(), "std": norm.std.tolist(),
+                                                   "clip": norm.clip, "fitted_on": f"the {d.source} pretraining pairs"},
+                "crop_samples": self.crop, "crop_seconds": d.crop_seconds,
+                "eval_stride_samples": int(round(d.eval_stride_seconds * d.fs)),
+                "eval_stride_seconds": d.eval_stride_seconds, "patch_size": self.patch_size, "ptbxl_rate": d.rate,
+                "pooling": "mean of the ECG encoder's tokens per crop, then mean over the record's crops"}
 
     def zero_shot_prompts(self) -> Dict[str, List[str]]:
         d = self.data

@@ -11,7 +11,8 @@ literature, e.g. GraphCL's unsupervised TU evaluation); :func:`summarize_folds` 
     tu_root: ""                  # TU root folder; default ../shared/data/graphs
     features: degree             # degree | constant | node_labels[+degree] | atoms[+degree] | attributes
     max_degree: 32
-    probe_source: ""             # downstream graphs (default: the pretraining source)
+    probe: {}                    # transfer: probe graphs, e.g. {source: PTC_MR} (+ tu_root, ... as above)
+    probe_source: ""             # legacy alias of probe.source
     probe_folds: 0               # 0: one stratified split (probe_test_fraction); k >= 2: k-fold CV
     probe_test_fraction: 0.2
     probe_pooling: ""            # graph embedding for the probe: "" = the encoder's pooling | mean | sum | max
@@ -21,6 +22,12 @@ literature, e.g. GraphCL's unsupervised TU evaluation); :func:`summarize_folds` 
     augmentations: [node_drop, edge_perturb, subgraph, attr_mask]   # graphcl
     aug_ratio: 0.2
     finetune: {epochs: 20, batch_size: 32, lr: 0.001, weight_decay: 0.0}   # graph_finetune.finetune
+
+Transfer (``data.probe``, or the legacy ``probe_source``): the probe graphs get the pretraining node
+features. ``node_labels`` features of another TU set are re-indexed into the pretraining set's label
+vocabulary by atom symbol when both READMEs carry the atom table (MUTAG -> PTC_MR); atoms the pretraining
+set never saw, a missing atom table, another ``max_degree`` or another attribute width are refused before
+pretraining (:meth:`GraphModality.check_probe_compatible`), naming both sets.
 
 Supervised fine-tuning (encoder + linear head, cross-entropy, on the probe splits, pretrained vs random
 init): :func:`finetune` (``sslab.modalities.graph_finetune``).
@@ -35,11 +42,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from sslab.core.config import from_dict
+from sslab.core.config import ConfigError, from_dict
 from sslab.core.export import build_encoder
 from sslab.core.modality import Modality, ProbeTask
 from sslab.core.registry import MODALITIES, OBJECTIVES
-from sslab.datasets.graphs import FeatureSpec, GraphListDataset, GraphSet, add_node_features
+from sslab.datasets.graphs import (FeatureSpec, GraphDataError, GraphListDataset, GraphSet, add_node_features,
+                                   align_node_labels)
 from sslab.datasets.graphs_augment import GraphMaskCollator, GraphViewsCollator, collate_labelled
 from sslab.datasets.graphs_edges import GraphEdgeCollator
 from sslab.datasets.graphs_sources import load_graph_source
@@ -53,6 +61,7 @@ class GraphDataConfig:
     features: str = "degree"
     max_degree: int = 32
     num_node_labels: int = 0
+    probe: Dict[str, Any] = field(default_factory=dict)
     probe_source: str = ""
     probe_folds: int = 0
     probe_test_fraction: float = 0.2
@@ -95,11 +104,25 @@ def graph_embedding(encoder: nn.Module, batch: Any, pooling: str = "", layers: s
     return torch.cat([encoder.pool(t, batch, pooling or None) for t in encoder.layer_tokens(batch)], dim=-1)
 
 
-def load_featured(spec: str, dcfg: GraphDataConfig) -> Tuple[GraphSet, FeatureSpec]:
-    """Load a graph source and give its graphs node features ``x`` as configured."""
+def load_featured(spec: str, dcfg: GraphDataConfig, align_to: Optional[Tuple[GraphSet, FeatureSpec]] = None
+                  ) -> Tuple[GraphSet, FeatureSpec]:
+    """Load a graph source and give its graphs node features ``x`` as configured. ``align_to`` (the
+    pretraining set and its resolved features): build the same input space, re-indexing ``node_labels`` of
+    another set by atom symbol (:func:`~sslab.datasets.graphs.align_node_labels`)."""
     gs = load_graph_source(spec, dcfg.tu_root or None)
-    fspec = add_node_features(gs.graphs, FeatureSpec(dcfg.features, dcfg.max_degree, dcfg.num_node_labels),
-                              where=gs.name)
+    fs = FeatureSpec(dcfg.features, dcfg.max_degree, dcfg.num_node_labels)
+    if align_to is not None:
+        ref, ref_spec = align_to
+        if "node_labels" in dcfg.features and gs.name != ref.name:
+            align_node_labels(gs, ref)
+        if "node_labels" in dcfg.features:
+            fs = FeatureSpec(dcfg.features, dcfg.max_degree, ref_spec.num_node_labels)
+            too_big = [i for i, g in enumerate(gs.graphs) if int(g.node_label.max()) >= ref_spec.num_node_labels]
+            if too_big:
+                raise GraphDataError(f"{gs.name} (probe) graph {too_big[0]} has node label "
+                                     f"{int(gs.graphs[too_big[0]].node_label.max())}, beyond the "
+                                     f"{ref_spec.num_node_labels} labels of {ref.name} (pretraining)")
+    fspec = add_node_features(gs.graphs, fs, where=gs.name)
     return gs, fspec
 
 
@@ -140,11 +163,47 @@ class GraphModality(Modality):
             raise ValueError(f"data.probe_pooling must be '', 'mean', 'sum' or 'max', got "
                              f"{self.data_cfg.probe_pooling!r}")
         self._cache: Dict[str, Tuple[GraphSet, FeatureSpec]] = {}
+        self._align_to: Optional[Tuple[GraphSet, FeatureSpec]] = None  # set on a probe twin
+
+    probe_aliases = {"probe_source": "source"}
 
     def _load(self, spec: str) -> Tuple[GraphSet, FeatureSpec]:
         if spec not in self._cache:
-            self._cache[spec] = load_featured(spec, self.data_cfg)
+            self._cache[spec] = load_featured(spec, self.data_cfg, self._align_to)
         return self._cache[spec]
+
+    def probe_twin(self) -> Optional[Modality]:
+        twin = super().probe_twin()
+        if twin is not None and twin._align_to is None:  # type: ignore[attr-defined]
+            twin._align_to = self._load(self.data_cfg.source)  # type: ignore[attr-defined]
+        return twin
+
+    def check_probe_compatible(self) -> None:
+        """Load both graph sets with the pretraining features (aligning node labels by atom symbol) and
+        compare the input widths; any mismatch is a ConfigError naming both sets."""
+        merged = self.probe_data_config()
+        if merged is None:
+            return
+        d = self.data_cfg
+        t = from_dict(GraphDataConfig, merged, path="data.probe")
+        for key in ("features", "max_degree", "num_node_labels"):
+            if getattr(t, key) != getattr(d, key):
+                raise ConfigError(f"data.probe.{key}={getattr(t, key)!r} differs from the pretraining "
+                                  f"data.{key}={getattr(d, key)!r}: the encoder's node features are fixed")
+        ref, _ = self._load(d.source)
+        twin = self.probe_twin()
+        assert isinstance(twin, GraphModality)
+        try:
+            gs, _ = twin._load(t.source)
+        except GraphDataError as err:
+            raise ConfigError(f"data.probe: {t.source} (probe) cannot get the node features of {d.source} "
+                              f"(pretraining, features={d.features}): {err}") from err
+        dims = (int(ref.graphs[0].x.size(1)), int(gs.graphs[0].x.size(1)))
+        if dims[0] != dims[1]:
+            raise ConfigError(f"data.probe: node features of {gs.name} (probe) have {dims[1]} dims, those of "
+                              f"{ref.name} (pretraining, features={d.features}) {dims[0]}")
+        if gs.task == "none":
+            raise ConfigError(f"data.probe: {gs.name} (probe) has no graph labels")
 
     def _feature_dim(self) -> int:
         gs, _ = self._load(self.data_cfg.source)
@@ -174,10 +233,13 @@ class GraphModality(Modality):
         return OBJECTIVES.build(name, encoder=encoder, **spec)
 
     def probe_tasks(self) -> List[ProbeTask]:
-        spec = self.data_cfg.probe_source or self.data_cfg.source
+        twin = self.probe_twin()
+        if twin is not None:
+            return twin.probe_tasks()
+        spec = self.data_cfg.source
         gs, _ = self._load(spec)
         if gs.task == "none":
-            raise ValueError(f"graph probe: {gs.name} has no graph labels; set data.probe_source")
+            raise ValueError(f"graph probe: {gs.name} has no graph labels; set data.probe.source")
         task = "multiclass" if gs.task == "multiclass" else "regression"
         ds = GraphListDataset(gs.graphs, with_labels=True)
         splits = graph_splits(gs, self.data_cfg.probe_folds, self.data_cfg.probe_test_fraction, self.cfg.seed)
@@ -186,6 +248,19 @@ class GraphModality(Modality):
         return [ProbeTask(f"{gs.name}/fold{i}" if many else gs.name, task, Subset(ds, tr.tolist()),
                           Subset(ds, te.tolist()), collate_labelled, names)
                 for i, (tr, te) in enumerate(splits)]
+
+    # ---------------------------------------------------------------- encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """The resolved node-feature specification (kind, degree cap, label vocabulary, elements), the input
+        width and the probe's readout (pooling, layers)."""
+        from sslab.datasets.graphs import ELEMENTS
+
+        d = self.data_cfg
+        _, fspec = self._load(d.source)
+        return {"kind": "graph", "features": fspec.kind, "max_degree": fspec.max_degree,
+                "num_node_labels": fspec.num_node_labels, "elements": list(ELEMENTS) if "atoms" in fspec.kind else None,
+                "in_dim": int(self.cfg.encoder.get("in_dim", self._feature_dim())),
+                "pooling": d.probe_pooling or self.cfg.encoder.get("pooling", "mean"), "layers": d.probe_layers}
 
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         return graph_embedding(encoder, inputs, self.data_cfg.probe_pooling, self.data_cfg.probe_layers)

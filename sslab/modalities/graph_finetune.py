@@ -70,7 +70,7 @@ def _predict(model: nn.Module, loader: DataLoader, device: torch.device) -> np.n
 
 
 def finetune_task(encoder: nn.Module, task: ProbeTask, fcfg: FinetuneConfig, seed: int = 0,
-                  device: Union[str, torch.device] = "cpu", progress: bool = False) -> Dict[str, Any]:
+                  device: Union[str, torch.device] = "cpu", progress: Optional[bool] = None) -> Dict[str, Any]:
     """Fine-tune a *copy* of ``encoder`` on ``task.train``; accuracy / macro-F1 on ``task.test``.
 
     Returns ``{"accuracy", "macro_f1", "train_loss_first", "train_loss_last", "train_accuracy",
@@ -106,7 +106,9 @@ def finetune_task(encoder: nn.Module, task: ProbeTask, fcfg: FinetuneConfig, see
                               collate_fn=task.collate_fn, drop_last=drop_last)
     losses: List[float] = []
     epochs = range(fcfg.epochs)
-    if progress:
+    from sslab.core.progress import show_progress
+
+    if show_progress(progress):
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc=f"finetune {task.name}", leave=False)
@@ -141,7 +143,7 @@ def finetune_task(encoder: nn.Module, task: ProbeTask, fcfg: FinetuneConfig, see
 
 
 def finetune(target: Union[str, Path, nn.Module], cfg: Optional[Any] = None, overrides: Sequence[str] = (),
-             compare_random_init: bool = True, progress: bool = True, **fcfg_overrides: Any) -> Dict[str, Any]:
+             compare_random_init: bool = True, progress: Optional[bool] = None, **fcfg_overrides: Any) -> Dict[str, Any]:
     """Fine-tune a graph run (dir / exported encoder) or an encoder module on the probe split(s).
 
     ``cfg`` (an ``ExperimentConfig``) is read from the run's ``config.yaml`` when ``target`` is a run dir;

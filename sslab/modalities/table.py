@@ -6,7 +6,14 @@
   row padded to the widest table): ``shared:<adult|german_credit|titanic>`` (from ``root``),
   ``sklearn:<breast_cancer|diabetes|wine|iris>``, or ``csv:<name>`` with ``csv.<name>`` holding
   :func:`~sslab.datasets.tables.read_csv_table` arguments (``path``, ``target``, ``types``, ...).
-* ``eval``: the table probed (a split of it); ideally not among ``pretrain``.
+* ``eval``: the table probed (a split of it); ideally not among ``pretrain``. The transfer convention's
+  spelling is ``probe: {source: <spec>}``; ``eval`` stays as its alias (``data.probe.source`` wins when both
+  are given). ``probe: {source: csv:<name>, path: x.csv, target: y}`` is short for ``csv.<name>: {path, target}``;
+  other keys of ``data.probe`` (``test_fraction``, ``split_seed``, ``csv``, ``root``) override the section.
+* Transfer checks before pretraining (:meth:`TableModality.check_probe_compatible`): the probe table must
+  load and have a target column; it is tokenised with the run's tokenizer, so ``data.probe`` may not change
+  ``digits``/``vocab_size``/``include_targets``. Any column schema is accepted otherwise (UniTabE reads
+  column names and values as text); a probe table that is also a pretraining table is logged as a warning.
 * The shared WordPiece tokenizer is trained on the pretraining tables only and stored inside the
   encoder's spec (``encoder.json``), so an exported encoder carries its tokenizer.
 """
@@ -48,6 +55,10 @@ class TableDataConfig:
     view_ratio: float = 0.6
     test_fraction: float = 0.3
     split_seed: int = 0
+    probe: Dict[str, Any] = field(default_factory=dict)  # transfer: {source, path, target, ...}
+
+
+TOKENIZER_KEYS = ("digits", "vocab_size", "include_targets")
 
 
 def resolve_root(root: str) -> Path:
@@ -101,6 +112,56 @@ class TableModality(Modality):
         self.data = from_dict(TableDataConfig, cfg.data, path="data")
         self._pretrain_tables: Optional[List[Table]] = None
         self._tokenizer: Optional[TableTokenizer] = None
+
+    # ---------------------------------------------------------------- transfer
+    def probe_data_config(self) -> Optional[Dict[str, Any]]:
+        """``data`` with ``data.probe`` merged in: ``source`` -> ``eval``, ``path``/``target`` -> ``csv.<name>``."""
+        from sslab.core.config import ConfigError
+        from sslab.core.modality import probe_section
+
+        section = probe_section(self.cfg.data)
+        if not section:
+            return None
+        merged = {k: v for k, v in self.cfg.data.items() if k != "probe"}
+        source = section.pop("source", None)
+        if source is not None:
+            merged["eval"] = source
+        shorthand = {k: section.pop(k) for k in ("path", "target") if k in section}
+        if shorthand:
+            spec = str(merged.get("eval", TableDataConfig.eval))
+            kind, _, name = spec.partition(":")
+            if kind != "csv":
+                raise ConfigError(f"data.probe.{'/'.join(shorthand)}: only for a csv:<name> probe source, got {spec!r}")
+            csv = {k: dict(v) for k, v in (merged.get("csv") or {}).items()}
+            csv[name] = {**csv.get(name, {}), **shorthand}
+            merged["csv"] = csv
+        merged.update(section)
+        return merged
+
+    def check_probe_compatible(self) -> None:
+        from sslab.core.config import ConfigError
+
+        merged = self.probe_data_config()
+        if merged is None:
+            return
+        t = from_dict(TableDataConfig, merged, path="data.probe")
+        for key in TOKENIZER_KEYS:
+            if getattr(t, key) != getattr(self.data, key):
+                raise ConfigError(f"data.probe.{key}={getattr(t, key)!r} differs from the pretraining data.{key}="
+                                  f"{getattr(self.data, key)!r}: the probe table is tokenised with the run's tokenizer")
+        try:
+            table = load_source(t.eval, t)
+        except (TableError, FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"data.probe.source={t.eval!r}: cannot load the probe table ({err})") from err
+        if table.target is None or table.schema.task is None:
+            raise ConfigError(f"data.probe: the probe table {t.eval} ({table.source}) has no target column to probe "
+                              f"(columns: {', '.join(table.schema.names)}); set data.probe.target")
+        if t.eval in self.data.pretrain:
+            import logging
+
+            logging.getLogger(__name__).warning("data.probe: %s is also a pretraining table (%s)", t.eval,
+                                                ", ".join(self.data.pretrain))
+        self.probe_twin()
 
     # ---------------------------------------------------------------- data
     def pretrain_tables(self) -> List[Table]:
@@ -161,12 +222,61 @@ class TableModality(Modality):
         return TableRows([TokenizedTable(table, self.tokenizer, num_stats)], labels=y)
 
     def probe_tasks(self) -> List[ProbeTask]:
+        twin = self.probe_twin()
+        if twin is not None:
+            return twin.probe_tasks()
         train, test = self.labelled_split()
         task = "regression" if train.schema.task == "regression" else "multiclass"
         classes = None if task == "regression" else train.labels()[1]
         train_rows = self.labelled_rows(train, classes)
         test_rows = self.labelled_rows(test, classes, train_rows.tables[0].num_stats)
         return [ProbeTask(train.name, task, train_rows, test_rows, collate_fn=TableCollator(), class_names=classes)]
+
+    # ---------------------------------------------------------------- encoder artifact (issue 14)
+    def read_options(self) -> Dict[str, Any]:
+        """How the probed table's CSV is read (separator, header, missing markers, dropped columns, code maps)."""
+        from sslab.datasets.tables import DEFAULT_MISSING, SHARED_TABLES, load_schema_json, parse_names_codes
+
+        kind, _, name = self.data.eval.partition(":")
+        opts: Dict[str, Any] = {"separator": ",", "header": True, "missing": list(DEFAULT_MISSING), "drop": []}
+        if kind == "csv":
+            opts.update({k: v for k, v in self.data.csv.get(name, {}).items()
+                         if k in ("separator", "header", "missing", "drop", "value_maps")})
+        elif kind == "shared":
+            info = SHARED_TABLES.get(name, {})
+            root = resolve_root(self.data.root)
+            base = root / "tables" if (root / "tables").is_dir() else root
+            if "schema" in info:
+                kw = load_schema_json(base / info["schema"])
+                opts.update({k: v for k, v in kw.items() if k in ("separator", "header", "missing")})
+                if "names_codes" in info:
+                    codes = parse_names_codes(base / info["names_codes"])
+                    opts["value_maps"] = {c: codes for c, t in kw["types"].items() if t == "categorical"}
+            opts["drop"] = list(info.get("drop", []))
+        opts["missing"] = list(opts["missing"])
+        return opts
+
+    def input_pipeline(self) -> Dict[str, Any]:
+        """The probed table's schema and CSV reading options, the tokenizer (file copied into the encoder
+        folder), the numeric standardisation of the probe's training split, [CLS] pooling."""
+        train, _ = self.labelled_split()
+        stats = TokenizedTable(train, self.tokenizer).num_stats
+        s = train.schema
+        return {"kind": "table", "table": self.data.eval,
+                "schema": {"columns": [{"name": c.name, "type": c.type} for c in s.columns], "target": s.target,
+                           "task": s.task},
+                "read": self.read_options(), "tokenizer": "tokenizer.json", "digits": self.data.digits,
+                "num_stats": {k: [float(m), float(sd)] for k, (m, sd) in stats.items()},
+                "num_stats_from": f"the training split of {self.data.eval} ({len(train)} rows)",
+                "pooling": "[CLS] token of the row encoder"}
+
+    def pipeline_files(self) -> Dict[str, Path]:
+        if not self.tokenizer_path.is_file():
+            from sslab.core.io import atomic_write_text
+
+            self.tokenizer_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.tokenizer_path, self.tokenizer.to_str())
+        return {"tokenizer.json": self.tokenizer_path}
 
     # ---------------------------------------------------------------- model
     def build_encoder(self) -> nn.Module:

@@ -11,7 +11,8 @@ the objective (every text objective exposes ``collator(tokenizer, **objective_kw
     curriculum: none                   none | score: pretraining documents ordered by quality score
     curriculum_order: ascending        ascending (low score first) | descending; needs train.shuffle: false
     probe: ptbxl                       ptbxl (report -> diagnostic superclass) | stdlib_docs (docstring ->
-                                       top-level stdlib module) | none | a CSV path
+                                       top-level stdlib module) | none | a CSV path: shorthand for
+                                       {source: ptbxl|stdlib_docs|none|csv, path: x.csv, ...} (transfer)
     probe_test_folds: [6, 7]           PTB-XL strat_fold values held out for the probe test split
     probe_min_per_class: 80            stdlib_docs: modules with fewer docstrings are left out (20 classes)
 
@@ -20,6 +21,13 @@ likelihood) from the free-text report; the stdlib probe predicts which top-level
 a docstring documents (:mod:`sslab.datasets.text_stdlib`; a fixed stratified split, ``probe_test_fraction``
 held out, split seed 0 so every run and seed is probed on the same texts); a CSV probe needs ``text`` and ``label`` columns (names
 configurable) and optionally a ``split`` column (train/test), else a stratified random split.
+
+Transfer (``data.probe`` as a mapping, issue 19): ``source`` (ptbxl | stdlib_docs | csv | none), ``path``
+(csv), and probe options without their ``probe_`` prefix (``text_column``, ``label_column``, ``test_folds``,
+``test_fraction``, ``min_per_class``) or data keys of the same meaning (``shared_data``, ``max_len``). Probe
+texts are encoded with the run's tokenizer (trained on the pretraining corpus); refused before pretraining
+(:meth:`TextModality.check_probe_compatible`): another ``lowercase``/``vocab_size`` (another tokenizer),
+a ``max_len`` beyond the encoder's, a missing CSV or CSV columns, a missing PTB-XL folder.
 
 Curriculum (issue 9, "curriculum and averaging"): with ``curriculum: score`` the pretraining dataset
 holds the documents sorted by ``TextDocument.score`` (stable; documents without a score first, counted
@@ -62,7 +70,7 @@ class TextDataConfig:
     curriculum: str = "none"
     curriculum_order: str = "ascending"
     tokenizer_cache: str = ".cache/text_tokenizers"
-    probe: str = "ptbxl"
+    probe: Any = "ptbxl"  # a name / CSV path, or {source, path, ...} (see module docstring)
     probe_text_column: str = "text"
     probe_label_column: str = "label"
     probe_test_folds: List[int] = field(default_factory=lambda: [6, 7])
@@ -103,11 +111,38 @@ def _encoder_spec_base(spec: Dict[str, Any]) -> Dict[str, Any]:
     return spec["base"] if spec.get("name") == "adapted" and isinstance(spec.get("base"), dict) else spec
 
 
+PROBE_BUILTINS = ("ptbxl", "stdlib_docs", "none")
+PROBE_OPTIONS = ("text_column", "label_column", "test_folds", "test_fraction", "min_per_class")
+"""``data.probe`` keys that set ``data.probe_<key>``."""
+TOKENIZER_KEYS = ("lowercase", "vocab_size")
+
+
+def probe_spec(data: TextDataConfig) -> Tuple[str, Optional[str], Dict[str, Any]]:
+    """``(source, csv path or None, other data keys)`` from ``data.probe`` (string shorthand or mapping)."""
+    raw = data.probe
+    if isinstance(raw, str):
+        return (raw, None, {}) if raw in PROBE_BUILTINS else ("csv", raw, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"data.probe: a probe name, a CSV path or a mapping {{source, path, ...}}, got {raw!r}")
+    rest = dict(raw)
+    source = str(rest.pop("source", "csv" if "path" in rest else "ptbxl"))
+    path = rest.pop("path", None)
+    if source not in (*PROBE_BUILTINS, "csv"):
+        raise ConfigError(f"data.probe.source: one of {[*PROBE_BUILTINS, 'csv']}, got {source!r}")
+    if source == "csv" and not path:
+        raise ConfigError("data.probe.path: a csv probe needs the CSV file")
+    options = {(f"probe_{k}" if k in PROBE_OPTIONS else k): v for k, v in rest.items()}
+    return source, None if path is None else str(path), options
+
+
 @MODALITIES.register("text")
 class TextModality(Modality):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.data: TextDataConfig = from_dict(TextDataConfig, cfg.data, path="data")
+        self.probe_source, self.probe_path, options = probe_spec(self.data)
+        base = {k: v for k, v in cfg.data.items() if k != "probe"}
+        self.probe_data: TextDataConfig = from_dict(TextDataConfig, {**base, **options}, path="data.probe")
         if self.data.curriculum not in CURRICULA:
             raise ConfigError(f"data.curriculum={self.data.curriculum!r}: use one of {', '.join(CURRICULA)}")
         if self.data.curriculum_order not in CURRICULUM_ORDERS:
@@ -197,25 +232,64 @@ class TextModality(Modality):
     def embed(self, encoder: nn.Module, inputs: Any) -> torch.Tensor:
         return encoder.pool(encoder(inputs), inputs["attention_mask"])
 
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """The run's tokenizer (copied into the encoder folder), maximum length + truncation, pooling."""
+        return {"kind": "text", "tokenizer": "tokenizer.json", "vocab_size": len(self.tokenizer()),
+                "lowercase": self.data.lowercase, "max_len": self.data.max_len,
+                "text_column": self.data.probe_text_column,
+                "pooling": f"encoder.pool(tokens, attention_mask), pool mode "
+                           f"{_encoder_spec_base(self.cfg.encoder).get('pool', 'mean')!r} over real (unpadded) tokens"}
+
+    def pipeline_files(self) -> Dict[str, Path]:
+        path = self.cfg.run_dir / "tokenizer.json"
+        if not path.is_file():
+            save_tokenizer(self.tokenizer(), path)
+        return {"tokenizer.json": path}
+    def check_probe_compatible(self) -> None:
+        d, p = self.data, self.probe_data
+        for key in TOKENIZER_KEYS:
+            if getattr(p, key) != getattr(d, key):
+                raise ConfigError(f"data.probe.{key}={getattr(p, key)!r} differs from the pretraining data.{key}="
+                                  f"{getattr(d, key)!r}: probe texts are encoded with the run's tokenizer")
+        enc_max = int(_encoder_spec_base(self.cfg.encoder).get("max_len", 512))
+        if p.max_len > enc_max:
+            raise ConfigError(f"data.probe.max_len={p.max_len} exceeds the encoder's max_len={enc_max}")
+        if self.probe_source == "csv":
+            import pandas as pd
+
+            path = Path(str(self.probe_path))
+            if not path.is_file():
+                raise ConfigError(f"data.probe.path: probe CSV {path} not found")
+            cols = list(pd.read_csv(path, nrows=0).columns)
+            missing = [c for c in (p.probe_text_column, p.probe_label_column) if c not in cols]
+            if missing:
+                raise ConfigError(f"data.probe: {path} lacks column(s) {missing} (columns: {cols}); set "
+                                  "data.probe.text_column / label_column")
+        if self.probe_source == "ptbxl" and not (Path(p.shared_data) / "ecg" / "ptbxl").is_dir():
+            raise ConfigError(f"data.probe: no PTB-XL folder under {p.shared_data}/ecg/ptbxl for the ptbxl probe "
+                              "(set data.shared_data, or data.probe=none to pretrain without a probe)")
+
     def probe_tasks(self) -> List[ProbeTask]:
-        if self.data.probe == "none":
+        if self.probe_source == "none":
             return []
         tok = self.tokenizer()
+        max_len = self.probe_data.max_len
 
         def enc(text: str) -> List[int]:
             ids = tok(text)["input_ids"]
-            return ids[: self.data.max_len - 1] + [ids[-1]] if len(ids) > self.data.max_len else ids
+            return ids[: max_len - 1] + [ids[-1]] if len(ids) > max_len else ids
 
         builtin = {"ptbxl": self._ptbxl_task, "stdlib_docs": self._stdlib_task}
-        if self.data.probe in builtin:
-            return [builtin[self.data.probe](enc)]
-        return [self._csv_task(Path(self.data.probe), enc)]
+        if self.probe_source in builtin:
+            return [builtin[self.probe_source](enc)]
+        return [self._csv_task(Path(str(self.probe_path)), enc)]
 
     def _ptbxl_task(self, enc: Callable[[str], List[int]]) -> ProbeTask:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            docs = [d for d in ptbxl_reports(Path(self.data.shared_data) / "ecg" / "ptbxl") if d.label is not None]
-        test_folds = set(self.data.probe_test_folds)
+            docs = [d for d in ptbxl_reports(Path(self.probe_data.shared_data) / "ecg" / "ptbxl") if d.label is not None]
+        test_folds = set(self.probe_data.probe_test_folds)
         classes = sorted({d.label for d in docs})  # type: ignore[type-var]
         idx = {c: i for i, c in enumerate(classes)}
         split = {True: ([], []), False: ([], [])}  # type: Dict[bool, Tuple[List[List[int]], List[int]]]
@@ -233,10 +307,10 @@ class TextModality(Modality):
 
         from sslab.datasets.text_stdlib import stdlib_probe_documents
 
-        docs, _ = stdlib_probe_documents(min_per_class=self.data.probe_min_per_class)
+        docs, _ = stdlib_probe_documents(min_per_class=self.probe_data.probe_min_per_class)
         classes = sorted({d.label for d in docs})  # type: ignore[type-var]
         y = [classes.index(d.label) for d in docs]  # type: ignore[arg-type]
-        tr, te = train_test_split(list(range(len(docs))), test_size=self.data.probe_test_fraction,
+        tr, te = train_test_split(list(range(len(docs))), test_size=self.probe_data.probe_test_fraction,
                                   random_state=0, stratify=y)
         return _split_task("stdlib_docstring_module", [enc(d.text) for d in docs], y, tr, te, classes)
 
@@ -247,7 +321,7 @@ class TextModality(Modality):
         if not path.is_file():
             raise CorpusError(f"{path}: probe CSV not found (data.probe)")
         df = pd.read_csv(path)
-        tc, lc = self.data.probe_text_column, self.data.probe_label_column
+        tc, lc = self.probe_data.probe_text_column, self.probe_data.probe_label_column
         missing = [c for c in (tc, lc) if c not in df.columns]
         if missing:
             raise CorpusError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
@@ -264,6 +338,6 @@ class TextModality(Modality):
             te = [i for i, t in enumerate(is_test) if t]
         else:
             strat = y if min(pd.Series(y).value_counts()) >= 2 else None
-            tr, te = train_test_split(list(range(len(y))), test_size=self.data.probe_test_fraction,
+            tr, te = train_test_split(list(range(len(y))), test_size=self.probe_data.probe_test_fraction,
                                       random_state=self.cfg.seed, stratify=strat)
         return _split_task(f"csv:{path.stem}", ids, y, tr, te, classes)

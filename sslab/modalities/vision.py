@@ -25,17 +25,24 @@
     probe_max_train: null
     probe_max_test: null
     folder_test_fraction: 0.2
+    probe: {}               # transfer: probe data, e.g. {source: npz, path: breastmnist.npz}
+
+Transfer (``data.probe``): any of the keys above, merged over the pretraining section; probe images are
+resized to the pretraining ``img_size`` and grayscale is repeated to RGB for a 3-channel encoder. Refused
+before pretraining (:meth:`VisionModality.check_probe_compatible`): a ``data.probe`` ``img_size`` or
+``channels`` other than the pretraining one (the encoder's input is fixed), RGB probe images for a
+1-channel encoder (averaging would discard colour silently), a missing probe file.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset
 
-from sslab.core.config import from_dict
+from sslab.core.config import ConfigError, from_dict
 from sslab.core.modality import Modality, ProbeTask
 from sslab.core.registry import DATASETS, MODALITIES
 from sslab.datasets.images import (BatchedMultiCrop, EvalTransform, ImageArray, ImageDataset, MultiCropViews,
@@ -68,6 +75,7 @@ class VisionDataConfig:
     probe_max_train: Optional[int] = None
     probe_max_test: Optional[int] = None
     folder_test_fraction: float = 0.2
+    probe: Dict[str, Any] = field(default_factory=dict)
 
 
 SOURCES = ("digits", "npz", "folder")
@@ -89,6 +97,19 @@ def load_split(dcfg: VisionDataConfig, split: str, seed: int = 0) -> ImageArray:
     else:
         raise ValueError(f"data.source must be one of {SOURCES}, got {dcfg.source!r}")
     return data.shuffled(dcfg.shuffle_seed)
+
+
+def npz_channels(path: str) -> int:
+    """Channels of a MedMNIST ``.npz``'s ``train_images`` (``(N,H,W)``: 1) without converting the images."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        if "train_images" not in data.files:
+            raise ConfigError(f"{path}: no train_images array (found {sorted(data.files)})")
+        shape = data["train_images"].shape
+    if len(shape) == 3:
+        return 1
+    return int(shape[-1] if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4) else shape[1])
 
 
 class CorruptingCollate:
@@ -156,7 +177,34 @@ class VisionModality(Modality):
             collate = CorruptingCollate(collate, corruptor)
         return ImageDataset(data, transform), collate
 
+    def check_probe_compatible(self) -> None:
+        merged = self.probe_data_config()
+        if merged is None:
+            return
+        d, t = self.dcfg, from_dict(VisionDataConfig, merged, path="data.probe")
+        here = f"pretraining data ({d.source}{' ' + d.path if d.path else ''})"
+        there = f"probe data ({t.source}{' ' + t.path if t.path else ''})"
+        if (t.img_size, t.channels) != (d.img_size, d.channels):
+            raise ConfigError(f"data.probe: the {there} asks for {t.channels}x{t.img_size}x{t.img_size} images, the "
+                              f"encoder takes {d.channels}x{d.img_size}x{d.img_size} ({here}); leave "
+                              "data.probe.img_size/channels unset and probe images are resized to the encoder's")
+        if t.source in ("npz", "folder"):
+            from pathlib import Path
+
+            if not t.path or not Path(t.path).exists():
+                raise ConfigError(f"data.probe.path: {t.path or '(unset)'} not found ({there})")
+        if t.source == "npz" and d.channels == 1:
+            native = npz_channels(t.path)
+            if native != 1:
+                raise ConfigError(f"data.probe: the {there} holds {native}-channel (RGB) images but the encoder "
+                                  f"takes 1 channel ({here}, data.channels=1); averaging would discard colour: "
+                                  "pretrain with data.channels=3 or probe grayscale images")
+        self.probe_twin()
+
     def probe_tasks(self) -> List[ProbeTask]:
+        twin = self.probe_twin()
+        if twin is not None:
+            return twin.probe_tasks()
         d = self.dcfg
         test_split = d.probe_split if d.source == "npz" else "test"
         train = load_split(d, "train", self.cfg.seed).head(d.probe_max_train)
@@ -168,6 +216,23 @@ class VisionModality(Modality):
         return [ProbeTask(name, "multiclass", ImageDataset(train, tf), ImageDataset(test, tf), collate_eval,
                           train.class_names or None)]
 
+    # ------------------------------------------------------------------ encoder artifact (issue 14)
+    def input_pipeline(self) -> Dict[str, Any]:
+        """Image size and channels, intensity scaling and normalisation, the training images' size, the
+        evaluation transforms and the pooling (what ``EvalTransform`` + ``encoder.pool`` do in the probe)."""
+        d = self.dcfg
+        source_size = None
+        if d.source != "folder":  # folder images are resized by PIL at load time, whatever their size
+            source_size = list(load_split(d, "train", self.cfg.seed).images.shape[-2:])
+        pool = self.cfg.encoder.get("global_pool", "token")
+        return {"kind": "vision", "img_size": d.img_size, "channels": d.channels, "mean": d.mean, "std": d.std,
+                "source": d.source, "source_size": source_size,
+                "file_resize": "pil_bilinear" if d.source == "folder" else None,
+                "eval_transforms": [f"resize to {d.img_size}x{d.img_size} (bilinear, antialias) unless already",
+                                    f"channels -> {d.channels} (gray repeated / RGB averaged)",
+                                    f"(x - {d.mean}) / {d.std}"],
+                "pooling": f"timm pool ({'cls token' if pool == 'token' else pool}) + fc_norm"}
+
 
 # ----------------------------------------------------------------------------- elastic size probes
 
@@ -177,7 +242,7 @@ def _param_count(encoder: Any) -> int:
 
 
 def probe_sizes(run: Any, sizes: Optional[List[Tuple[int, int]]] = None, cfg: Any = None,
-                progress: bool = True, out_dir: Any = None) -> Dict[str, Any]:
+                progress: Optional[bool] = None, out_dir: Any = None) -> Dict[str, Any]:
     """kNN + linear probe of every (width, depth) sub-network of an elastic run, each beside the same
     sub-network of the random-init model the run started from; one table, one plot (score vs params).
 
@@ -199,7 +264,10 @@ def probe_sizes(run: Any, sizes: Optional[List[Tuple[int, int]]] = None, cfg: An
     encoder = load_elastic(run)
     seed_everything(cfg.seed)  # the same init the pretraining run started from
     random_full = build_encoder(encoder.sslab_spec)
-    sizes = sizes or encoder.size_grid()
+    if not sizes:
+        from sslab.commands.extract import trained_sizes
+
+        sizes = trained_sizes(run, encoder)  # only what the run trained
     sizes = sorted({encoder.check_size(w, d) for w, d in sizes}, key=lambda s: encoder.relative_cost(*s))
     encoders, info = {}, {}
     for w, d in sizes:

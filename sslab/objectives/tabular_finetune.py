@@ -46,7 +46,7 @@ class FinetuneConfig:
 
 def finetune(encoder: Optional[nn.Module], rows: TableRows, task: str, n_classes: int = 2,
              cfg: FinetuneConfig = FinetuneConfig(), seed: int = 0, model: Optional[TabularPredictor] = None,
-             progress: bool = False) -> TabularPredictor:
+             progress: Optional[bool] = None) -> TabularPredictor:
     """Train a :class:`TabularPredictor` on labelled ``rows`` (a copy of ``encoder``; or continue ``model``)."""
     if rows.labels is None:
         raise ValueError("finetune needs labelled TableRows (one table + labels)")
@@ -68,7 +68,9 @@ def finetune(encoder: Optional[nn.Module], rows: TableRows, task: str, n_classes
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(rows, batch_size=cfg.batch_size, shuffle=True, collate_fn=TableCollator(), generator=gen)
     epochs = range(cfg.epochs)
-    if progress:
+    from sslab.core.progress import show_progress
+
+    if show_progress(progress):
         from tqdm.auto import tqdm
 
         epochs = tqdm(epochs, desc="fine-tune", leave=False)

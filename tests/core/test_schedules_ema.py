@@ -56,7 +56,7 @@ def test_bf16_autocast_runs_on_cpu_when_asked(tmp_path):
     cfg = make_cfg(tmp_path / "r", ["train.steps=3", "train.batch_size=16", "train.precision=bf16"])
     metrics = Trainer(make_objective(), RegressionData(), None, cfg, tmp_path / "r").fit()
     assert metrics["loss"] > 0
-    with pytest.raises(ValueError, match="train.precision must be one of"):
+    with pytest.raises(ValueError, match="train.precision: must be auto, bf16 or fp32"):
         Trainer(make_objective(), RegressionData(), None,
                 make_cfg(tmp_path / "q", ["train.precision=fp8"]), tmp_path / "q")
 
@@ -66,3 +66,25 @@ def test_tensorboard_event_file_is_written(tmp_path):
     Trainer(make_objective(), RegressionData(), None, cfg, tmp_path / "r").fit()
     events = list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_ema_foreach_update_is_bitwise_the_per_tensor_lerp():
+    """The foreach update (few kernels) gives exactly the per-parameter ``lerp_`` loop; buffers are copied."""
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7), nn.Linear(7, 3))
+    teacher, reference = EMATeacher(student), EMATeacher(student)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(torch.randn_like(p))
+        student.train()(torch.randn(8, 5))  # moves the BatchNorm running stats (buffers)
+        teacher.update(student, momentum=0.7)
+        with torch.no_grad():
+            for t, s in zip(reference.module.parameters(), student.parameters()):
+                t.lerp_(s, 0.3)
+    for t, r in zip(teacher.module.parameters(), reference.module.parameters()):
+        assert torch.equal(t, r)
+    for t, s in zip(teacher.module.buffers(), student.buffers()):
+        assert torch.equal(t, s)
+    with pytest.raises(ValueError, match="different parameter lists"):
+        teacher.update(nn.Linear(5, 7), momentum=0.5)

@@ -177,3 +177,109 @@ def test_unshuffled_order_follows_the_dataset(tmp_path):
     cfg = make_cfg(tmp_path / "r", ["train.steps=3", "train.batch_size=16", "train.shuffle=false"])
     Trainer(make_objective(), Recording(), None, cfg, tmp_path / "r").fit()
     assert seen == list(range(48))
+
+
+class _RandomDraws(torch.utils.data.Dataset):
+    """Each sample draws from torch, numpy and ``random``: the stream the seeding must reproduce."""
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        import random
+
+        import numpy as np
+
+        return torch.tensor([float(i), torch.rand(()).item(), float(np.random.rand()), random.random()])
+
+
+def _noisy_collate(samples):
+    return torch.stack(samples) + torch.rand(len(samples), 1)  # the collator draws too (batch seed)
+
+
+def test_batched_seeding_reproduces_the_per_sample_stream_and_leaves_global_rng_alone():
+    """SeededBatches (one RNG save/restore per batch) == the per-sample reference, bit for bit, with 0 or 2
+    workers; the caller's global RNG streams are untouched."""
+    import random
+
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from sslab.core.data import (ResumableBatchSampler, SeededBatches, SeededCollate, SeededDataset,
+                                 passthrough)
+
+    sampler = ResumableBatchSampler(64, 8, seed=3)
+    keys = list(sampler)
+    reference = [SeededCollate(_noisy_collate)([SeededDataset(_RandomDraws())[k] for k in b]) for b in keys]
+    torch.manual_seed(11), np.random.seed(11), random.seed(11)
+    batched = SeededBatches(_RandomDraws(), _noisy_collate)
+    got = [batched.__getitems__(b) for b in keys]
+    assert (torch.rand(()).item(), np.random.rand(), random.random()) == (
+        torch.manual_seed(11) and torch.rand(()).item(), np.random.seed(11) or np.random.rand(),
+        random.seed(11) or random.random())
+    assert len(got) == 8 and all(torch.equal(a, b) for a, b in zip(got, reference))
+    assert len({float(b[0, 1]) for b in got}) == 8  # samples do draw different numbers
+    for workers in (0, 2):
+        loader = DataLoader(batched, batch_sampler=sampler, collate_fn=passthrough, num_workers=workers)
+        assert all(torch.equal(a, b) for a, b in zip(loader, reference)), workers
+
+
+def _nan_in_batch(k, batch=16):
+    """Unshuffled data whose k-th batch (1-based) holds a NaN: the loss of step k is NaN."""
+    data = RegressionData()
+    data.x[(k - 1) * batch + 1, 0] = float("nan")
+    return data
+
+
+def test_nan_between_logging_steps_stops_at_the_next_check_and_is_never_checkpointed(tmp_path):
+    run = tmp_path / "r"
+    cfg = make_cfg(run, ["train.steps=20", "train.batch_size=16", "train.shuffle=false", "train.log_every=5",
+                         "train.ckpt_every=2"])
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss in steps 3-4 .*checkpoint, if any, is from step 2"):
+        Trainer(make_objective(), _nan_in_batch(3), None, cfg, run).fit()
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step_00000002.pt"]
+    state = load_checkpoint(run / "checkpoints" / "step_00000002.pt")
+    assert all(torch.isfinite(v).all() for v in state["objective"].values())
+    # a checkpoint requested directly (e.g. by an interrupt handler) is refused too
+    trainer = Trainer(make_objective(), _nan_in_batch(2), None,
+                      make_cfg(tmp_path / "q", ["train.steps=20", "train.batch_size=16", "train.shuffle=false",
+                                                "train.log_every=10"]), tmp_path / "q")
+    batches = trainer._batches()
+    for _ in range(3):
+        trainer.train_step(batches)
+    assert not torch.isfinite(flat_params(trainer.objective)).all()
+    with pytest.raises(NonFiniteLossError, match="in steps 1-3"):
+        trainer.save()
+    assert not list_checkpoints(tmp_path / "q" / "checkpoints")
+
+
+def test_no_host_reads_outside_logging_steps(tmp_path, monkeypatch):
+    """Between logging/checkpoint steps nothing is read off the device (on a GPU each read is a sync):
+    train_step returns only lr/wd/samples; on a logging step the scalars arrive as floats in one read."""
+    cfg = make_cfg(tmp_path / "r", ["train.steps=12", "train.batch_size=16", "train.log_every=4",
+                                    "optim.clip_grad=1.0"])
+    trainer = Trainer(make_objective(), RegressionData(), None, cfg, tmp_path / "r")
+    loader = trainer._batches()
+    batches = iter([next(loader) for _ in range(8)])  # the sampler's CPU-side reads are not train_step's
+    reads = []
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _f=original, _n=name: reads.append(_n) or _f(self, *a))
+    for step in range(1, 9):
+        reads.clear()
+        values = trainer.train_step(batches)
+        if step % 4:
+            assert reads == [] and set(values) == {"lr", "wd", "samples"}, (step, reads)
+        else:
+            assert reads == ["__bool__", "tolist"], (step, reads)  # the finite check + one batched copy
+            assert {"loss", "grad_norm"} <= set(values) and all(type(v) is float for v in values.values())
+
+
+def test_vectorised_sample_seeds_equal_mix_seed():
+    import numpy as np
+
+    from sslab.core.data import mix_seed, mix_seeds
+
+    positions = np.array([0, 1, 7, 4095, 10**7, 2**40])
+    for seed in (0, 3, -5, 2**63 - 1):
+        assert mix_seeds(seed, 2, positions, 2).tolist() == [mix_seed(seed, 2, int(p), 2) for p in positions]

@@ -1,0 +1,1 @@
+"""Input pipelines per modality (registered in ``sslab.core.registry.PIPELINES``; see ``sslab.core.pipeline``)."""

@@ -14,9 +14,11 @@ Accepted checkpoints:
   fixture in ``../shared/data/reference/ecg_jepa/``.
 
 The original code evaluates the EMA target encoder (its minify script keeps only ``target_encoder.*``), so
-``which="target_encoder"`` is the default.  Note: the original trains on 12 leads at 500 Hz in its own lead
-order (``config.channels``: I, II, III, aVR, aVL, aVF, V1-V6) and normalises with its own per-dataset constants;
-``encoder.json`` records these under ``"ecg_jepa"`` so that the input pipeline can be matched.
+``which="target_encoder"`` is the default.  The folder's input pipeline (``encoder.json["pipeline"]``, read by
+``sslab embed``/``sslab probe``) is the original's: ``config.sampling_frequency`` and ``config.channels`` (the
+12 standard leads in sslab's order), crops of ``config.channel_size`` samples, and per-lead standardisation with
+the PTB-XL constants the original's ``pretrain.py`` hard-codes (mean/std of folds 1-8, clip 5) -- for other data
+the original used other constants (``--set norm=none`` leaves normalisation off).
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ import torch
 from sslab.core.registry import IMPORTERS
 
 PREFIXES = ("encoder", "target_encoder")
+# per-lead mean / std (mV) of PTB-XL folds 1-8 used by the original pretrain.py (I, II, III, aVR, aVL, aVF, V1-V6)
+PTBXL_MEAN = [-0.002, -0.002, 0.000, 0.002, -0.001, -0.001, 0.000, -0.001, -0.002, -0.001, -0.001, -0.001]
+PTBXL_STD = [0.191, 0.166, 0.173, 0.142, 0.149, 0.147, 0.235, 0.338, 0.335, 0.299, 0.294, 0.242]
 
 
 def reference_key_to_sslab(key: str) -> str:
@@ -112,36 +117,57 @@ def import_ecg_jepa(checkpoint_path: Path, out_dir: Path, **options: Any) -> Pat
 
     Signature (the ``IMPORTERS`` contract): ``(checkpoint_path: Path, out_dir: Path, **options) -> Path``.
 
-    Options:
+    Options (``sslab import ecg-jepa CKPT --out DIR --set which=encoder --set config=cfg.json``):
         which: ``target_encoder`` (default; the EMA encoder the original evaluates) or ``encoder``.
         config: path of a JSON file with the original configuration (needed for ``.safetensors``
             checkpoints without a ``<stem>.json`` beside them; overrides a ``.pt`` checkpoint's own).
+        ignore: key prefixes (after selecting ``which``) to drop deliberately (``--ignore``).
+        norm: ``ptbxl`` (default, the original's PTB-XL constants) or ``none`` for the pipeline.
 
-    Writes ``out_dir/encoder.safetensors`` + ``encoder.json`` via :func:`sslab.core.export.save_encoder`; the
-    weights are loaded strictly (a missing or unexpected tensor is an error naming it).
+    Writes the encoder folder through :func:`sslab.importers.convert.write_import` (weights, spec, pipeline,
+    provenance); the weights are loaded strictly (a missing, unexpected or mis-shaped tensor is an error naming it).
     """
-    from sslab.core.export import build_encoder, save_encoder
+    from sslab.core.export import build_encoder
+    from sslab.importers.convert import load_checked, map_keys, write_import
 
-    unknown = set(options) - {"which", "config"}
+    unknown = set(options) - {"which", "config", "ignore", "norm"}
     if unknown:
-        raise ValueError(f"ecg-jepa importer: unknown options {sorted(unknown)}; known: which, config")
+        raise ValueError(f"ecg-jepa importer: unknown options {sorted(unknown)}; known: which, config, ignore, norm")
+    norm = str(options.get("norm", "ptbxl"))
+    if norm not in ("ptbxl", "none"):
+        raise ValueError(f"ecg-jepa importer: norm must be 'ptbxl' or 'none', got {norm!r}")
     which = str(options.get("which", "target_encoder"))
     if which not in PREFIXES:
         raise ValueError(f"ecg-jepa importer: which must be one of {PREFIXES}, got {which!r}")
     config_path = Path(options["config"]) if options.get("config") else None
     checkpoint_path = Path(checkpoint_path)
     state, cfg = _load(checkpoint_path, config_path)
-    weights = {reference_key_to_sslab(k): v for k, v in _strip_prefix(state, which).items()}
-    if not weights:
+    selected = _strip_prefix(state, which)
+    if not selected:
         prefixes = sorted({k.split(".")[0] for k in state})
         raise ValueError(f"{checkpoint_path}: no '{which}.*' tensors (top-level prefixes: {prefixes})")
+    weights = map_keys(selected, reference_key_to_sslab, options.get("ignore") or (), where=str(checkpoint_path))
     spec = encoder_spec(cfg)
     encoder = build_encoder(spec)
-    missing, unexpected = encoder.load_state_dict(weights, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{checkpoint_path}: '{which}' weights do not fit vit1d {spec} "
-                         f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-    extra = {"imported_from": {"format": "ecg-jepa", "checkpoint": str(checkpoint_path), "which": which},
-             "ecg_jepa": {k: cfg[k] for k in ("sampling_frequency", "channels", "channel_size", "patch_size")
-                          if k in cfg}}
-    return save_encoder(encoder, out_dir, extra=extra)
+    load_checked(encoder, weights, f"{checkpoint_path} ({which})")
+    return write_import(encoder, out_dir, "ecg-jepa", checkpoint_path, pipeline(cfg, norm), which=which,
+                        original_config={k: cfg[k] for k in ("sampling_frequency", "channels", "channel_size",
+                                                             "patch_size") if k in cfg})
+
+
+def pipeline(cfg: Mapping[str, Any], norm: str = "ptbxl") -> Dict[str, Any]:
+    """The original's input pipeline in sslab's ``encoder.json["pipeline"]`` form (see ECGModality.input_pipeline)."""
+    from sslab.datasets.ecg_wfdb import LEADS_12
+
+    fs = float(cfg.get("sampling_frequency", 500))
+    channels = [c.upper() for c in cfg.get("channels", LEADS_12)]
+    if channels != [c.upper() for c in LEADS_12]:
+        raise ValueError(f"ECG-JEPA config channels {cfg.get('channels')}: the importer knows the 12 standard leads "
+                         f"in the order {list(LEADS_12)}")
+    crop = int(cfg.get("channel_size", 5000))
+    return {"kind": "ecg", "fs": fs, "leads": list(LEADS_12), "storage_dtype": "float32",
+            "norm": None if norm == "none" else {"mean": PTBXL_MEAN, "std": PTBXL_STD, "clip": 5.0,
+                                                 "fitted_on": "PTB-XL folds 1-8 (constants of the original pretrain.py)"},
+            "crop_samples": crop, "crop_seconds": crop / fs, "eval_stride_samples": int(round(1.25 * fs)),
+            "eval_stride_seconds": 1.25, "patch_size": int(cfg["patch_size"]), "ptbxl_rate": int(fs),
+            "pooling": "mean of the encoder's tokens per crop, then mean over the record's crops"}

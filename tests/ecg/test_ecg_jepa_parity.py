@@ -117,7 +117,8 @@ def test_importer_writes_an_encoder_equal_to_the_reference_target(reference, tmp
     out = IMPORTERS.get("ecg-jepa")(ckpt, tmp_path / "enc", config=cfg)
     enc = load_encoder(out)
     meta = json.loads((out / "encoder.json").read_text())
-    assert meta["spec"]["bias"] is False and meta["ecg_jepa"]["sampling_frequency"] == 500
+    assert meta["spec"]["bias"] is False and meta["pipeline"]["fs"] == 500 and meta["pipeline"]["crop_samples"] == 1000
+    assert len(meta["pipeline"]["norm"]["std"]) == 12
     after2 = reference["after2"]
     for name, v in enc.state_dict().items():
         assert torch.equal(v, after2["after2.target_encoder." + sslab_key_to_reference(name)]), name
@@ -136,6 +137,13 @@ def test_importer_writes_an_encoder_equal_to_the_reference_target(reference, tmp
         IMPORTERS.get("ecg-jepa")(pt, tmp_path / "y", which="predictor")
     with pytest.raises(ValueError, match="unknown options"):
         IMPORTERS.get("ecg-jepa")(pt, tmp_path / "y", layers=3)
+    # a tensor that does not map is an error naming it, unless dropped deliberately (sslab import --ignore)
+    extra = {k[len("after2."):]: v for k, v in after2.items()}
+    extra["target_encoder.head.weight"] = torch.zeros(5, 64)
+    torch.save({"model": extra, "config": reference["json"]["config"]}, pt)
+    with pytest.raises(ValueError, match="head.weight"):
+        IMPORTERS.get("ecg-jepa")(pt, tmp_path / "z")
+    assert load_encoder(IMPORTERS.get("ecg-jepa")(pt, tmp_path / "z", ignore=["head."])).dim == 64
 
 
 def test_benchmark_baseline_is_the_reference_function(reference, repo_root):

@@ -190,3 +190,29 @@ def test_target_sample_var_reads_collapse():
     assert same < 1e-6 and 0.3 < different <= 1.0 + 1e-6, (same, different)
     with pytest.raises(ValueError, match="export must be one of"):
         JEPA(ViT1D(patch_size=5, dim=32, depth=1, heads=2), export="ema")
+
+
+def test_ema_at_forward_updates_before_the_targets_and_resumes():
+    """ema_at=forward (original ECG-JEPA): on_step_end only records the step; the next training forward updates."""
+    torch.manual_seed(0)
+    obj = JEPA(ViT1D(patch_size=5, dim=32, depth=1, heads=2), ema_at="forward", token_weight_decay=False)
+    batch = JEPACollator1D(BlockMasker1D(), 5)([torch.randn(12, 250) for _ in range(2)])
+    with torch.no_grad():
+        for p in obj.encoder.parameters():
+            p.add_(1.0)
+    t0 = [p.clone() for p in obj.target.parameters()]
+    assert obj.on_step_end(50, 100)["momentum"] == pytest.approx(0.99875)
+    assert all(torch.equal(a, b) for a, b in zip(t0, obj.target.parameters()))
+    obj.eval()
+    obj(batch)  # evaluation forwards never move the target
+    assert all(torch.equal(a, b) for a, b in zip(t0, obj.target.parameters()))
+    obj.train()
+    obj(batch)
+    for a, b, e in zip(t0, obj.target.parameters(), obj.encoder.parameters()):
+        torch.testing.assert_close(b, 0.99875 * a + 0.00125 * e)
+    fresh = JEPA(ViT1D(patch_size=5, dim=32, depth=1, heads=2), ema_at="forward")
+    fresh.load_extra_state(obj.extra_state())
+    assert (fresh._step, fresh._total) == (50, 100)
+    assert obj.no_weight_decay() == ["predictor.mask_token"]  # no registers in this encoder
+    with pytest.raises(ValueError, match="ema_at must be one of"):
+        JEPA(ViT1D(patch_size=5, dim=32, depth=1, heads=2), ema_at="after")

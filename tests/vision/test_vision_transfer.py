@@ -57,6 +57,9 @@ def test_poa_on_digits_probed_on_another_npz_and_extract_offers_trained_sizes(tm
     # --probe takes `sslab probe` overrides: probe the 28x28 npz (resized to 16) without class weights
     assert cli_main(["extract", str(run), "--all", "--probe", "probe.class_weight=none", "--no-progress"]) == 0
     rows = json.loads((run / "probe_sizes.json").read_text())["rows"]
+    floors = [r for r in rows if "width" not in r]
+    assert [r["encoder"] for r in floors] == ["floor:raw_pixels"]  # the classical floor, once
+    rows = [r for r in rows if "width" in r]
     assert {r["task"] for r in rows} == {"medmnist"} and {r["n_test"] for r in rows} == {60}
     assert {r["class_weight"] for r in rows} == {"none"}
     assert {(r["width"], r["depth"]) for r in rows} == {(12, 2), (24, 2)}

@@ -63,9 +63,9 @@ def demo_experiment_path() -> Path:
 #: what the 5-seed `sslab compare` measurement of this demo found (docs/ecg.md, "Synthetic demo"): no task is won
 #: on every seed within the demo's budget, so the table says so beside each task instead of hiding it
 DEMO_NOTES: Dict[str, str] = {
-    "synthetic_morphology": "not robust: 3/5 seeds gain, 1 and 2 threads",
-    "synthetic_rhythm": "not robust: 2-4/5 seeds gain",
-    "synthetic_heart_rate": "4-5/5 seeds gain",
+    "synthetic_morphology": "not won: tie at 1 thread (3/5 seeds), loses at 2 threads (2/5)",
+    "synthetic_rhythm": "not robust: 100% labels 5/5 seeds at 1 thread, 3/5 at 2; 10% labels 1-2/5",
+    "synthetic_heart_rate": "3-5/5 seeds gain (5/5 at 1 thread)",
 }
 
 

@@ -168,7 +168,8 @@ class Modality:
         folder = self.cfg.run_dir / "encoder" if (self.cfg.run_dir / "encoder").is_dir() else None
         pipe = build_pipeline(spec, folder)
         if pipe is None:
-            raise NotImplementedError(f"modality {type(self).__name__} records no input pipeline")
+            raise ValueError(f"modality {type(self).__name__} records no input pipeline: sslab embed cannot read raw "
+                             "files for it")
         return pipe.read(paths)
 
 

@@ -11,14 +11,6 @@ from sslab.core.modality import Modality, build_modality
 from sslab.eval.floors import Floor, as_floor
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _check_aligned(floors, task):
     assert floors, "no floor"
     for name, value in floors.items():

@@ -3,21 +3,12 @@ rates / lead sets / crop lengths and label-less probe sources are refused before
 from __future__ import annotations
 
 import pytest
-import torch
 
 from sslab.core.config import ConfigError, load_experiment
 from sslab.modalities.ecg import ECGModality
 from sslab.run import pretrain, probe
 
 ENC = "encoder={name: vit1d, in_chans: 12, patch_size: 5, dim: 16, depth: 1, heads: 2}"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _cfg(tmp_path, *extra):

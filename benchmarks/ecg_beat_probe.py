@@ -1,6 +1,8 @@
 """Beat-level AAMI probe (N/S/V/F/Q) on MIT-BIH style records: pretrained ECG encoder vs random init.
 
-Usage (after ``sslab demo --output-dir /tmp/x``, or any ECG run)::
+Usage (after ``sslab demo --output-dir /tmp/x data.crop_seconds=2.5 encoder.patch_size=5``, the demo encoder that
+docs/ecg.md measured, or any ECG run whose ``patch_size`` divides the beat window: 0.7 s = 70 samples at 100 Hz;
+the current demo's 20-sample patches do not, and vit1d says so)::
 
     python benchmarks/ecg_beat_probe.py /tmp/x/demo --path ../shared/data/ecg/mitdb
     python benchmarks/ecg_beat_probe.py /tmp/x/demo --path ../shared/data/ecg/svdb --channel-leads II V1

@@ -3,8 +3,8 @@ against the rate at which a JEPA training step consumes samples on this CPU.
 
     python benchmarks/ecg_loader.py [--data ../shared/data/ecg/ptbxl] [--steps 10] [--batch 32]
 
-Uses the PTB-XL folder's 100 Hz records (12 leads, 10 s); crops 2.5 s; model = the demo's vit1d
-(dim 64, depth 4).  Prints one table; ratios > 1 mean the loader outruns training (single process).
+Uses the PTB-XL folder's 100 Hz records (12 leads, 10 s); crops 2.5 s; model = a vit1d of the demo's
+size (dim 64, depth 4, patch 5; the demo itself now uses 10 s crops of 20-sample patches, the same 50 tokens).  Prints one table; ratios > 1 mean the loader outruns training (single process).
 """
 from __future__ import annotations
 

@@ -60,12 +60,12 @@ def demo_experiment_path() -> Path:
     return Path(str(resources.files("sslab.configs") / "demo.yaml"))
 
 
-#: what the 5-seed `sslab compare` measurement of this demo found (docs/ecg.md, "Synthetic demo"): no task is won
-#: on every seed within the demo's budget, so the table says so beside each task instead of hiding it
+#: what the 5-seed `sslab compare` measurement of this demo found (docs/ecg.md, "Synthetic demo"), printed beside
+#: each task so a single run's table is read against the spread over seeds; a task that stops winning must say so here
 DEMO_NOTES: Dict[str, str] = {
-    "synthetic_morphology": "not won: tie at 1 thread (3/5 seeds), loses at 2 threads (2/5)",
-    "synthetic_rhythm": "not robust: 100% labels 5/5 seeds at 1 thread, 3/5 at 2; 10% labels 1-2/5",
-    "synthetic_heart_rate": "3-5/5 seeds gain (5/5 at 1 thread)",
+    "synthetic_morphology": "5/5 seeds gain at 1 and 2 threads, 10% and 100% labels",
+    "synthetic_rhythm": "5/5 seeds gain at 1 and 2 threads, 10% and 100% labels",
+    "synthetic_heart_rate": "5/5 seeds gain at 1 and 2 threads; R2 with 10% labels is poor for every encoder",
 }
 
 

@@ -195,25 +195,33 @@ def format_markdown(summary: Sequence[Dict[str, Any]]) -> str:
 
 
 def plot_gains(summary: Sequence[Dict[str, Any]], out_png: Path) -> Path:
-    """Paired gain per seed (dots) with the mean and its 95% t-interval (bar), per task/fraction/threads."""
+    """Paired gain per seed (dots) with the mean and its 95% t-interval (bar): one panel per probe task, with
+    its own y scale (an AUC gain of 0.02 and an R2 gain of 1.1 do not share an axis), one column per
+    (label fraction, threads)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(4.0, 0.9 * len(summary) + 1.5), 3.4))
-    ax = fig.subplots()
-    for i, e in enumerate(summary):
-        g = np.asarray(e["gain"], dtype=float)
-        ax.scatter(np.full(len(g), i) + np.linspace(-0.12, 0.12, len(g)), g, s=14, color="tab:blue", zorder=3)
-        lo, hi = e["gain_ci95"]
-        if np.isfinite(lo):
-            ax.errorbar([i + 0.25], [e["gain_mean"]], yerr=[[e["gain_mean"] - lo], [hi - e["gain_mean"]]],
-                        fmt="s", color="black", capsize=4, ms=4, zorder=4)
-    ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(summary)))
-    ax.set_xticklabels([f"{e['task']}\n{100 * e['label_fraction']:g}%" + (f" t{e['threads']}" if e["threads"] else "")
-                        for e in summary], fontsize=7)
-    ax.set_ylabel("pretrained - random init")
-    ax.set_title("paired gain per seed (dots), mean and 95% t-interval (squares)", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    tasks = list(dict.fromkeys(e["task"] for e in summary))
+    per_task = [[e for e in summary if e["task"] == t] for t in tasks]
+    widest = max(len(group) for group in per_task)
+    fig = Figure(figsize=(max(3.2, 0.75 * widest + 1.6) * len(tasks), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(tasks)))
+    for ax, task, group in zip(axes, tasks, per_task):
+        for i, e in enumerate(group):
+            g = np.asarray(e["gain"], dtype=float)
+            ax.scatter(np.full(len(g), i) + np.linspace(-0.12, 0.12, len(g)), g, s=14, color="tab:blue", zorder=3)
+            lo, hi = e["gain_ci95"]
+            if np.isfinite(lo):
+                ax.errorbar([i + 0.25], [e["gain_mean"]], yerr=[[e["gain_mean"] - lo], [hi - e["gain_mean"]]],
+                            fmt="s", color="black", capsize=4, ms=4, zorder=4)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(group)))
+        ax.set_xticklabels([f"{100 * e['label_fraction']:g}%" + (f"\n{e['threads']} thr" if e["threads"] else "")
+                            for e in group], fontsize=8)
+        ax.set_xlim(-0.5, len(group) - 0.3)
+        ax.set_title(task, fontsize=9)
+        ax.set_ylabel(f"gain in {group[0]['metric'] or 'metric'} (pretrained - random init)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("paired gain per seed (dots), mean and 95% t-interval (squares)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     return out_png

@@ -205,3 +205,13 @@ def test_compact_table_and_demo_output_without_a_terminal(tmp_path, monkeypatch,
     assert seen["progress"] is False  # no progress bars in a log
     assert "| task | metric | pretrained | random init | classical floor | gain |" in out
     assert f"artifacts in {tmp_path / 'demo'}/" in out
+
+
+def test_demo_notes_name_exactly_the_demo_probe_tasks():
+    """The measured-over-seeds note printed beside each demo task must follow the demo's task list: a task added
+    to the demo without a 5-seed measurement, or a note left for a dropped task, fails here."""
+    from sslab.cli import DEMO_NOTES, demo_experiment_path
+    from sslab.core.config import load_experiment
+
+    cfg = load_experiment(demo_experiment_path())
+    assert sorted(DEMO_NOTES) == sorted(f"synthetic_{label}" for label in cfg.data["probe_labels"])

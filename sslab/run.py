@@ -36,6 +36,8 @@ def pretrain(cfg: ExperimentConfig, hooks: Sequence[Any] = ()) -> Path:
     cfg.encoder = resolve_init_from(cfg.encoder)  # encoder.init_from: DIR -> DIR's architecture (+ its weights)
     modality = build_modality(cfg)
     modality.check_probe_compatible()  # data.probe: refuse an input space the encoder cannot take, before training
+    if cfg.probe.finetune:
+        modality.finetune_options(cfg.probe.finetune)  # unknown keys / no protocol: before training too
     dataset, collate_fn = modality.pretrain_data()
     encoder = modality.build_encoder()
     objective = modality.build_objective(encoder)
@@ -116,18 +118,21 @@ def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg
                    tasks: Optional[List[ProbeTask]] = None, progress: Optional[bool] = None,
                    fold_rows: Optional[List[Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
     """Linear probe (+ kNN for multiclass) of each named encoder on each probe task, plus the modality's
-    classical floors (``encoder="floor:<name>"``, when ``probe.floors``).
+    classical floors (``encoder="floor:<name>"``, when ``probe.floors``) and, with ``probe.finetune``, each
+    encoder fine-tuned end to end on a copy (``task="<task>:finetune"``, ``protocol="finetune"``) on the
+    same label subsample.
 
     With ``probe.cv`` each task's train and test items are pooled and scored by repeated K-fold
     (:mod:`sslab.eval.cv`); per-fold rows are appended to ``fold_rows`` and the returned row holds the mean
     over splits (``<metric>_std`` beside it)."""
     device = select_device(cfg.train.device)
     progress = cfg.train.progress if progress is None else progress  # None: bars only on a terminal
+    pc = cfg.probe
+    ft_options = modality.finetune_options(pc.finetune) if pc.finetune else None  # bad keys: before any work
     tasks = modality.probe_tasks() if tasks is None else tasks
     if not tasks:
         raise ValueError(f"modality {cfg.modality!r} defines no probe tasks for this data configuration")
     rows: List[Dict[str, Any]] = []
-    pc = cfg.probe
     cv = check_cv(pc.cv) if pc.cv else None
     for task in tasks:
         feats: Dict[str, Floor] = {}
@@ -152,27 +157,52 @@ def probe_encoders(modality: Modality, encoders: Dict[str, torch.nn.Module], cfg
             if n_rows(f.train) != len(ytr) or n_rows(f.test) != len(yte):
                 raise ValueError(f"probe task {task.name!r}: {name} has {n_rows(f.train)}/{n_rows(f.test)} "
                                  f"train/test rows, the task {len(ytr)}/{len(yte)}")
+        protocols = [(task.name, feats, {})]
+        if ft_options is not None:
+            protocols.append((f"{task.name}:finetune", _finetune_feats(modality, task, encoders, ft_options),
+                              {"protocol": "finetune"}))
         for frac in pc.label_fractions:
-            if cv is None:
-                for name, f in feats.items():
-                    row: Dict[str, Any] = {"task": task.name, "encoder": name,
-                                           **_score(f.train, ytr, f.test, yte, task.task, frac, cfg.seed, pc, f.scorer)}
-                    if task.task == "multiclass" and frac == 1.0 and not name.startswith("floor:"):
-                        row.update(knn_probe(f.train, ytr, f.test, yte, k=pc.knn_k, temperature=pc.knn_temperature,
-                                             standardize=pc.knn_standardize))
-                    rows.append(row)
-                continue
-            y = np.concatenate([ytr, yte])
-            splits = cv_splits(y, task.task, *cv, groups=task.groups)
-            for name, f in feats.items():
-                X = concat(f.train, f.test)
-                per_fold = []
-                for k, (rep, tr, te) in enumerate(splits):
-                    res = _score(take(X, tr), y[tr], take(X, te), y[te], task.task, frac, k, pc, f.scorer)
-                    per_fold.append({"task": task.name, "encoder": name, "repeat": rep, "fold": k, **res})
-                if fold_rows is not None:
-                    fold_rows.extend(per_fold)
-                rows.append({**summarize_folds(per_fold), "cv": f"{cv[1]}x{cv[0]}-fold"})
+            for name, group, extra in protocols:
+                rows += _score_rows(name, group, extra, task, ytr, yte, frac, cfg, cv, fold_rows)
+    return rows
+
+
+def _finetune_feats(modality: Modality, task: ProbeTask, encoders: Dict[str, torch.nn.Module],
+                    options: Any) -> Dict[str, Floor]:
+    """Per encoder, a :class:`Floor` of item indices (train items, then test items) whose scorer fine-tunes a
+    copy of the encoder (:meth:`Modality.finetune_scorer`): ``_score`` subsamples it like any probe."""
+    n_tr, n_te = len(task.train), len(task.test)  # type: ignore[arg-type]
+    return {name: Floor(np.arange(n_tr), np.arange(n_tr, n_tr + n_te), modality.finetune_scorer(task, enc, options))
+            for name, enc in encoders.items()}
+
+
+def _score_rows(task_name: str, feats: Dict[str, Floor], extra: Dict[str, Any], task: ProbeTask,
+                ytr: np.ndarray, yte: np.ndarray, frac: float, cfg: ExperimentConfig, cv: Optional[Any],
+                fold_rows: Optional[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """Probe rows of one label fraction: ``{"task": task_name, "encoder": name, **extra, **metrics}`` per entry
+    of ``feats`` (kNN beside the linear probe of an encoder's own features, multiclass, all labels)."""
+    pc = cfg.probe
+    rows: List[Dict[str, Any]] = []
+    if cv is None:
+        for name, f in feats.items():
+            row: Dict[str, Any] = {"task": task_name, "encoder": name, **extra,
+                                   **_score(f.train, ytr, f.test, yte, task.task, frac, cfg.seed, pc, f.scorer)}
+            if task.task == "multiclass" and frac == 1.0 and not name.startswith("floor:") and f.scorer is None:
+                row.update(knn_probe(f.train, ytr, f.test, yte, k=pc.knn_k, temperature=pc.knn_temperature,
+                                     standardize=pc.knn_standardize))
+            rows.append(row)
+        return rows
+    y = np.concatenate([ytr, yte])
+    splits = cv_splits(y, task.task, *cv, groups=task.groups)
+    for name, f in feats.items():
+        X = concat(f.train, f.test)
+        per_fold = []
+        for k, (rep, tr, te) in enumerate(splits):
+            res = _score(take(X, tr), y[tr], take(X, te), y[te], task.task, frac, k, pc, f.scorer)
+            per_fold.append({"task": task_name, "encoder": name, **extra, "repeat": rep, "fold": k, **res})
+        if fold_rows is not None:
+            fold_rows.extend(per_fold)
+        rows.append({**summarize_folds(per_fold), "cv": f"{cv[1]}x{cv[0]}-fold"})
     return rows
 
 

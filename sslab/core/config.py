@@ -69,7 +69,7 @@ class TrainConfig:
 
 @dataclass
 class ProbeConfig:
-    """Frozen-feature evaluation (linear probe and kNN)."""
+    """Frozen-feature evaluation (linear probe and kNN), optionally end-to-end fine-tuning."""
 
     label_fractions: List[float] = field(default_factory=lambda: [1.0])
     C: float = 1.0
@@ -82,6 +82,9 @@ class ProbeConfig:
     batch_size: int = 64
     floors: bool = True  # classical-floor rows ("floor:<name>") from Modality.floor_features
     cv: Dict[str, Any] = field(default_factory=dict)  # {folds, repeats, seed}: repeated K-fold (sslab.eval.cv)
+    #: end-to-end fine-tuning rows ("<task>:finetune") beside the linear probe; empty: off. Keys are the
+    #: modality's (Modality.finetune_options; tables: steps, lr, head_lr, batch_size)
+    finetune: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

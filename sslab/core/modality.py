@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from torch.utils.data import Dataset
 from sslab.core.config import ConfigError, ExperimentConfig
 from sslab.core.export import build_encoder
 from sslab.core.registry import MODALITIES, OBJECTIVES
+
+if TYPE_CHECKING:
+    from sslab.eval.floors import Scorer
 
 TASKS = ("multiclass", "multilabel", "regression")
 
@@ -146,6 +149,19 @@ class Modality:
         ``{name: sslab.eval.floors.Floor(train, test, scorer)}``, aligned with the task's items.
         Probe rows of a floor have ``encoder="floor:<name>"``. Default: none."""
         return {}
+
+    # -- probe.finetune: end-to-end fine-tuning rows beside the linear probe
+    def finetune_options(self, options: Mapping[str, Any]) -> Any:
+        """The validated ``probe.finetune`` options (a one-line ``ConfigError`` naming a bad key), checked by
+        ``sslab.run.pretrain`` before training and by the probe. Default: this modality has no protocol."""
+        raise ConfigError(f"probe.finetune: the {self.cfg.modality} modality has no fine-tuning protocol")
+
+    def finetune_scorer(self, task: ProbeTask, encoder: nn.Module, options: Any) -> "Scorer":
+        """A :data:`~sslab.eval.floors.Scorer` that fine-tunes a *copy* of ``encoder`` end to end on ``task``:
+        ``score(train_idx, y_train, test_idx, y_test, kind, seed)``, where the indices count the task's train
+        items then its test items (so ``probe.cv`` can pool them), returns the test metrics. The probe draws
+        ``train_idx`` as it draws the linear probe's label subsample; rows get ``task="<task>:finetune"``."""
+        raise ConfigError(f"probe.finetune: the {self.cfg.modality} modality has no fine-tuning protocol")
 
     # -- the encoder artifact (issue 14): preprocessing as data, applied by ``sslab embed``
     def input_pipeline(self) -> Dict[str, Any]:

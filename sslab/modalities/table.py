@@ -16,17 +16,20 @@
   column names and values as text); a probe table that is also a pretraining table is logged as a warning.
 * The shared WordPiece tokenizer is trained on the pretraining tables only and stored inside the
   encoder's spec (``encoder.json``), so an exported encoder carries its tokenizer.
+
+``probe.finetune: {steps, lr, head_lr, batch_size}`` adds rows ``"<table>:finetune"``: a copy of each probed
+encoder fine-tuned end to end (:mod:`sslab.objectives.tabular_finetune`) on the linear probe's label subsample.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from sslab.core.config import from_dict
 from sslab.core.export import build_encoder
@@ -36,6 +39,7 @@ from sslab.datasets.tables import (
     SHARED_TABLES, SKLEARN_TABLES, Table, TableError, load_shared_table, load_sklearn_table, read_csv_table,
 )
 from sslab.datasets.tables_tokenize import TableCollator, TableRows, TableTokenizer, TokenizedTable
+from sslab.eval.floors import Scorer
 from sslab.eval.table_baselines import split_indices
 
 
@@ -101,6 +105,20 @@ def with_target_as_feature(table: Table) -> Table:
     frame[table.schema.target] = table.target.astype(str) if table.schema.task != "regression" else table.target
     types = {c.name: c.type for c in table.schema.columns}
     return table_from_frame(frame, name=table.name, types=types, source=table.source)
+
+
+def finetune_metrics(y_true: np.ndarray, scores: np.ndarray, task: str) -> Dict[str, Any]:
+    """:func:`~sslab.eval.table_baselines.table_metrics` of fine-tuned predictions (binary: P(class 1)), plus for
+    classification balanced accuracy and macro-F1 as the floor rows have them, so that
+    :func:`sslab.eval.probe.headline` picks AUC (binary) or balanced accuracy (more classes)."""
+    from sslab.eval.floors import classification_metrics
+    from sslab.eval.table_baselines import table_metrics
+
+    res = table_metrics(y_true, scores, task)
+    if task == "regression" or "degenerate" in res:
+        return res
+    proba = np.stack([1 - scores, scores], 1) if task == "binary" else np.asarray(scores)
+    return {**classification_metrics(y_true, proba.argmax(1), proba, np.arange(proba.shape[1])), **res}
 
 
 @MODALITIES.register("table")
@@ -248,6 +266,35 @@ class TableModality(Modality):
             out[name] = Floor(Xtr, Xte, model_scorer(
                 lambda kind, seed, _b=build: _b(num, cat, "regression" if kind == "regression" else "multiclass", seed)))
         return out
+
+    # ---------------------------------------------------------------- probe.finetune
+    def finetune_options(self, options: Mapping[str, Any]) -> Any:
+        """``probe.finetune: {steps: 150, lr: 3e-4, head_lr: 3e-3, batch_size: 64}`` (encoder / head AdamW lr)."""
+        from sslab.objectives.tabular_finetune import StepBudget
+
+        return from_dict(StepBudget, options, path="probe.finetune")
+
+    def finetune_scorer(self, task: ProbeTask, encoder: nn.Module, options: Any) -> Scorer:
+        """Fine-tune a copy of ``encoder`` with a linear head on [CLS]
+        (:func:`~sslab.objectives.tabular_finetune.finetune`) on the task's rows ``train_idx`` for
+        ``options.steps`` steps, then score its predictions on rows ``test_idx`` with
+        :func:`finetune_metrics`."""
+        from sslab.objectives.tabular_finetune import LabelledSubset, finetune, predict
+
+        if not isinstance(task.train, TableRows) or not isinstance(task.test, TableRows):
+            raise TableError(f"probe.finetune: probe task {task.name!r} has no labelled table rows")
+        pool = ConcatDataset([task.train, task.test])
+        labels = np.concatenate([task.train.labels, task.test.labels])
+        kind = task.train.tables[0].table.schema.task or task.task
+        n_out = len(task.class_names or []) or 1
+
+        def score(train_idx: np.ndarray, ytr: np.ndarray, test_idx: np.ndarray, yte: np.ndarray, _kind: str,
+                  seed: int) -> Dict[str, Any]:
+            model = finetune(encoder, LabelledSubset(pool, train_idx, labels), kind, n_out,
+                             options.config(len(train_idx)), seed=seed, progress=self.cfg.train.progress)
+            return finetune_metrics(yte, predict(model, LabelledSubset(pool, test_idx, labels)), kind)
+
+        return score
 
     # ---------------------------------------------------------------- encoder artifact (issue 14)
     def read_options(self) -> Dict[str, Any]:
